@@ -9,7 +9,7 @@ from genclf_harness.prompts import ClassificationPrompt
 
 
 def load_classification(dataset: str, data_dir: str | None = None, **_metadata: Any):
-    """Load a classification data set's evaluation and training splits as a ``DatasetDict``.
+    """Load every split of a classification data set as a ``DatasetDict``.
 
     lm-eval calls this with the task's ``dataset_kwargs`` and ``metadata`` (and anything given to
     ``--metadata``) as keyword arguments; only ``dataset`` and ``data_dir`` are ours. Each row keeps
@@ -19,7 +19,7 @@ def load_classification(dataset: str, data_dir: str | None = None, **_metadata: 
 
     spec = get_spec(dataset)
     splits = {}
-    for split in dict.fromkeys((spec.eval_split, spec.train_split)):
+    for split in spec.splits or dict.fromkeys((spec.eval_split, spec.train_split)):
         rows = []
         for doc in load_split(dataset, split, data_dir=data_dir):
             prompt = ClassificationPrompt.render(spec, doc)

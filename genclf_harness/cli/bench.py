@@ -1,0 +1,56 @@
+"""``genclf-bench``: benchmarks that compare against the stock tools side by side in one run.
+
+Each subcommand lives in its own module (``genclf_harness.cli.bench_<name>``) with two functions,
+``add_arguments(parser)`` and ``run(args) -> int``, and is imported only when it is asked for.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+# subcommand -> (module, one-line help)
+SUBCOMMANDS: dict[str, tuple[str, str]] = {}
+
+
+def register_subcommand(name: str, module: str, help_text: str) -> None:
+    SUBCOMMANDS[name] = (module, help_text)
+
+
+def _known() -> None:
+    register_subcommand("scoring", "genclf_harness.cli.bench_scoring",
+                        "stock hf vs genclf-hf label scoring: speed, tokens, exactness")
+    register_subcommand("calibration", "genclf_harness.cli.bench_calibration",
+                        "raw vs calibrated metrics per task and method, from one scoring pass")
+    register_subcommand("strategies", "genclf_harness.cli.bench_strategies",
+                        "GenCLS++ prompt strategies x decoding: accuracy and macro-F1")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    _known()
+    parser = argparse.ArgumentParser(prog="genclf-bench", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module, help_text) in SUBCOMMANDS.items():
+        sub_parser = sub.add_parser(name, help=help_text, description=help_text)
+        sub_parser.set_defaults(_module=module)
+        try:
+            importlib.import_module(module).add_arguments(sub_parser)
+        except ModuleNotFoundError as err:
+            if err.name != module:
+                raise
+            sub_parser.set_defaults(_missing=True)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "_missing", False):
+        parser.error(f"'{args.command}' is not available in this version of genclf-harness")
+    return int(importlib.import_module(args._module).run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
