@@ -51,8 +51,16 @@ def install_manifest_hook() -> None:
         results = original(lm, task_dict, *args, **kwargs)
         if results is not None:
             from genclf_harness.harness.manifest import MANIFEST_KEY, build_manifest
+            from genclf_harness.harness.metrics import FITTED, annotate_samples
 
-            results[MANIFEST_KEY] = build_manifest(lm, task_dict)
+            for task_samples in (results.get("samples") or {}).values():
+                annotate_samples(task_samples)
+            manifest = build_manifest(lm, task_dict)
+            for task, fits in FITTED.items():
+                if task in manifest["tasks"]:
+                    manifest["tasks"][task]["calibration"] = fits
+            FITTED.clear()
+            results[MANIFEST_KEY] = manifest
         return results
 
     evaluate_with_manifest._genclf_manifest = True  # type: ignore[attr-defined]

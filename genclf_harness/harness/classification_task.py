@@ -1,0 +1,86 @@
+"""The lm-eval task class behind every genclf classification task.
+
+It is lm-eval's ``ConfigurableTask`` (multiple choice over the label words) plus what calibration
+needs that a per-document task cannot give: the label log-likelihoods after content-free inputs
+("N/A", "", "[MASK]"), after the domain premise (the answer cue with no input), and after no
+context at all. They are scored once per task, not once per document: the first document each
+rank builds requests for (the "anchor") carries these extra requests, and its result item carries
+their scores to the corpus-level aggregations (``genclf_harness.harness.metrics``).
+
+The extra contexts are the anchor's own context with its input replaced, so they keep the
+instruction, the demonstrations and the chat template of the real prompts.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from lm_eval.api.instance import Instance
+from lm_eval.api.task import ConfigurableTask
+
+from genclf_harness.data import get_spec
+from genclf_harness.harness.metrics import ANCHOR_SECTIONS, CONTENT_FREE_INPUTS, make_item
+from genclf_harness.data.specs import DatasetSpec
+from genclf_harness.prompts import render_input
+
+
+class GenclfClassificationTask(ConfigurableTask):
+    """A multiple-choice classification task whose results feed calibrated metrics."""
+
+    def __init__(self, config: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        config = dict(config or {})
+        config.pop("class", None)
+        super().__init__(config=config, **kwargs)
+        self._anchor_built = False
+
+    def build_all_requests(self, *args: Any, **kwargs: Any) -> None:
+        self._anchor_built = False
+        super().build_all_requests(*args, **kwargs)
+
+    def construct_requests(self, doc: dict, ctx: Any, **kwargs: Any) -> list[Instance]:
+        requests = super().construct_requests(doc, ctx, **kwargs)
+        if self._anchor_built or not isinstance(ctx, str):
+            return requests
+        self._anchor_built = True
+        continuations = [instance.arguments[1] for instance in requests]
+        metadata = kwargs.get("metadata")
+        extra = [(context, cont) for context in self._anchor_contexts(doc, ctx) for cont in continuations]
+        return requests + [
+            Instance(request_type="loglikelihood", doc=doc, arguments=args, idx=len(requests) + i, metadata=metadata)
+            for i, args in enumerate(extra)
+        ]
+
+    def _anchor_contexts(self, doc: dict, ctx: str) -> list[str]:
+        """Content-free contexts, then the domain-premise context, then the empty context."""
+        spec = get_spec(self.config.dataset_kwargs["dataset"])
+        query = self.doc_to_text(doc)
+        at = ctx.rfind(query)
+        if at < 0:
+            raise ValueError(f"{self.config.task}: the document's query is not in its context")
+
+        def swap(new_query: str) -> str:
+            return ctx[:at] + new_query + ctx[at + len(query):]
+
+        content_free = [
+            swap(render_input(spec, {name: text for name in spec.input_fields}))
+            for text in CONTENT_FREE_INPUTS
+        ]
+        return [*content_free, swap(_answer_cue(spec)), ""]
+
+    def process_results(self, doc: dict, results: list[tuple[float, bool]]) -> dict[str, Any]:
+        num_choices = len(self.doc_to_choice(doc))
+        lls = [float(ll) for ll, _ in results]
+        anchor = None
+        if len(lls) > num_choices:
+            sections = iter(lls[num_choices:])
+            anchor = {"task": self.config.task}
+            for name, rows in ANCHOR_SECTIONS:
+                anchor[name] = [[next(sections) for _ in range(num_choices)] for _ in range(rows)]
+        item = make_item(doc_id=doc.get("id"), gold=int(self.doc_to_target(doc)), lls=lls[:num_choices], anchor=anchor)
+        return {name: (item.correct if name == "acc" else item) for name in self._metric_fn_list}
+
+
+def _answer_cue(spec: DatasetSpec) -> str:
+    """The template's text after its last input field: "Review: {text}\nSentiment:" -> "Sentiment:"."""
+    return re.split(r"\{[a-z_]+\}", spec.template)[-1].strip()
