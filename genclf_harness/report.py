@@ -1,0 +1,165 @@
+"""``genclf-report RESULTS_DIR``: a Markdown report with PNG figures from genclf-eval results.
+
+For each genclf classification task in the results files found under RESULTS_DIR: a table of the
+raw and calibrated metrics (accuracy, macro-F1, ECE, majority share) as lm-eval reported them and,
+where the run logged its samples (``--log_samples``), a reliability diagram (raw vs the calibrated
+probabilities) and confusion matrices (raw vs prior matching), drawn from the per-document label
+probabilities that genclf-eval writes into each sample's ``genclf`` field.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+_METRICS = ("acc", "f1_macro", "ece", "majority_share")
+_METHODS = ("raw", "prior", "prior_em", "bc", "cc", "dcpmi", "pmi")
+_BINS = 15
+
+
+class ReportError(ValueError):
+    """The results folder holds nothing to report."""
+
+
+def find_results(root: Path) -> list[Path]:
+    return sorted(root.rglob("results_*.json"))
+
+
+def load_samples(results_file: Path, task: str) -> list[dict[str, Any]]:
+    """The logged samples of ``task`` written beside ``results_file`` by the same run."""
+    stamp = results_file.stem.removeprefix("results_")
+    path = results_file.parent / f"samples_{task}_{stamp}.jsonl"
+    if not path.is_file():
+        return []
+    with open(path, encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def metric_table(task_results: dict[str, Any]) -> list[list[str]]:
+    rows = []
+    for method in _METHODS:
+        cells = []
+        for metric in _METRICS:
+            key = f"{metric},none" if method == "raw" else f"{metric}_{method},none"
+            value = task_results.get(key)
+            cells.append(f"{value:.3f}" if isinstance(value, (int, float)) else "")
+        if any(cells):
+            rows.append([method, *cells])
+    return rows
+
+
+def _reliability(probs: np.ndarray, gold: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    confidence = probs.max(axis=1)
+    correct = (probs.argmax(axis=1) == gold).astype(float)
+    bins = np.minimum((confidence * _BINS).astype(int), _BINS - 1)
+    counts = np.bincount(bins, minlength=_BINS)
+    acc = np.bincount(bins, weights=correct, minlength=_BINS) / np.maximum(counts, 1)
+    conf = np.bincount(bins, weights=confidence, minlength=_BINS) / np.maximum(counts, 1)
+    return counts, acc, conf
+
+
+def draw_figures(task: str, samples: list[dict[str, Any]], labels: Sequence[str], out: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    gold = np.array([s["genclf"]["gold"] for s in samples])
+    probs = {m: np.array([s["genclf"]["probs"][m] for s in samples]) for m in samples[0]["genclf"]["probs"]}
+    written = []
+
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", label="perfect")
+    for method in ("raw", "prior", "bc"):
+        if method in probs:
+            counts, acc, conf = _reliability(probs[method], gold)
+            seen = counts > 0
+            ax.plot(conf[seen], acc[seen], marker="o", label=method)
+    ax.set(xlabel="confidence", ylabel="accuracy", xlim=(0, 1), ylim=(0, 1), title=f"{task}: reliability")
+    ax.legend(loc="upper left")
+    name = f"{task}_reliability.png"
+    fig.tight_layout()
+    fig.savefig(out / name, dpi=110)
+    plt.close(fig)
+    written.append(name)
+
+    shown = [m for m in ("raw", "prior") if m in probs]
+    fig, axes = plt.subplots(1, len(shown), figsize=(4.2 * len(shown), 4))
+    for ax, method in zip(np.atleast_1d(axes), shown, strict=True):
+        k = probs[method].shape[1]
+        matrix = np.zeros((k, k), dtype=int)
+        np.add.at(matrix, (gold, probs[method].argmax(axis=1)), 1)
+        ax.imshow(matrix, cmap="Blues")
+        for (i, j), value in np.ndenumerate(matrix):
+            dark = value > matrix.max() / 2
+            ax.text(j, i, str(value), ha="center", va="center", fontsize=8, color="white" if dark else "black")
+        ticks = list(labels) if len(labels) == k else [str(i) for i in range(k)]
+        ax.set_xticks(range(k), ticks, rotation=45, ha="right", fontsize=7)
+        ax.set_yticks(range(k), ticks, fontsize=7)
+        ax.set(xlabel="predicted", ylabel="gold", title=method)
+    name = f"{task}_confusion.png"
+    fig.tight_layout()
+    fig.savefig(out / name, dpi=110)
+    plt.close(fig)
+    written.append(name)
+    return written
+
+
+def write_report(results_dir: Path, out_dir: Path | None = None) -> Path:
+    results_dir = Path(results_dir)
+    files = find_results(results_dir)
+    if not files:
+        raise ReportError(f"no results_*.json under {results_dir}; run genclf-eval with --output_path first")
+    out_dir = Path(out_dir or results_dir / "report")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    lines = ["# genclf-harness report", ""]
+    for results_file in files:
+        results = json.loads(results_file.read_text())
+        manifest = results.get("genclf_manifest", {})
+        model = manifest.get("model", {}).get("name_or_path") or results.get("config", {}).get("model_args")
+        lines += [f"## {results_file.relative_to(results_dir)}", "", f"Model: `{model}`", ""]
+        for task, task_results in sorted(results.get("results", {}).items()):
+            rows = metric_table(task_results)
+            if not rows:
+                continue
+            docs = task_results.get("sample_len", "?")
+            lines += [f"### {task} ({docs} documents)", "",
+                      "| method | " + " | ".join(_METRICS) + " |", "|---" * (len(_METRICS) + 1) + "|"]
+            lines += ["| " + " | ".join(row) + " |" for row in rows]
+            lines.append("")
+            samples = [s for s in load_samples(results_file, task) if "genclf" in s]
+            if samples:
+                labels = manifest.get("tasks", {}).get(task, {}).get("labels", [])
+                safe = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{results_file.stem}_{task}")
+                for figure in draw_figures(safe, samples, labels, out_dir):
+                    lines.append(f"![{figure}]({figure})")
+                lines.append("")
+            else:
+                lines += ["(no logged samples: run with --log_samples for figures)", ""]
+    report = out_dir / "report.md"
+    report.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return report
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="genclf-report", description=__doc__.splitlines()[0])
+    parser.add_argument("results_dir", type=Path, help="the --output_path of genclf-eval runs")
+    parser.add_argument("--out", type=Path, default=None, help="report folder (default RESULTS_DIR/report)")
+    args = parser.parse_args(argv)
+    try:
+        report = write_report(args.results_dir, args.out)
+    except ReportError as err:
+        parser.exit(2, f"genclf-report: {err}\n")
+    print(report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
