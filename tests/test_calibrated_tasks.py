@@ -76,3 +76,21 @@ def test_calibration_lifts_macro_f1_on_a_biased_task(tmp_path: Path) -> None:
     lls = np.array([s["genclf"]["label_loglikelihoods"] for s in samples])
     assert np.mean(lls.argmax(axis=1) == gold) == pytest.approx(sst2["acc,none"])
     assert "acc_prior" not in samples[0]  # one copy of the scores per sample, not one per metric
+
+
+@pytest.mark.slow
+def test_data_parallel_ranks_under_accelerate_launch(tmp_path: Path, default_model_dir: Path) -> None:
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+           "-m", "genclf_harness.cli.eval", "--model", "genclf-hf", "--model_args", "pretrained=default",
+           "--tasks", "genclf_cb", "--limit", "12", "--batch_size", "8", "--output_path", str(tmp_path)]
+    subprocess.run(cmd, check=True, timeout=900, capture_output=True)
+    (results_file,) = tmp_path.rglob("results_*.json")
+    cb = json.loads(results_file.read_text())["results"]["genclf_cb"]
+    # both ranks' documents were gathered, and the anchor-based methods found their scores
+    assert cb["sample_len"] == 12
+    for name in ("acc_cc,none", "acc_dcpmi,none", "acc_pmi,none", "acc_prior,none"):
+        assert 0.0 <= cb[name] <= 1.0

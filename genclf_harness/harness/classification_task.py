@@ -31,6 +31,9 @@ class GenclfClassificationTask(ConfigurableTask):
     def __init__(self, config: dict[str, Any] | None = None, **kwargs: Any) -> None:
         config = dict(config or {})
         config.pop("class", None)
+        # A config-level process_results also tells lm-eval that the metric names are ours (it
+        # would otherwise look each one up in the HF evaluate library).
+        config["process_results"] = self._process_document
         super().__init__(config=config, **kwargs)
         self._anchor_built = False
 
@@ -68,7 +71,7 @@ class GenclfClassificationTask(ConfigurableTask):
         ]
         return [*content_free, swap(_answer_cue(spec)), ""]
 
-    def process_results(self, doc: dict, results: list[tuple[float, bool]]) -> dict[str, Any]:
+    def _process_document(self, doc: dict, results: list[tuple[float, bool]]) -> dict[str, Any]:
         num_choices = len(self.doc_to_choice(doc))
         lls = [float(ll) for ll, _ in results]
         anchor = None
