@@ -1,0 +1,71 @@
+"""Calibration of LLM label scores and classification metrics, in pure numpy.
+
+Inputs are (N, K) matrices of label log-likelihoods (one row per document, one column per
+class, unnormalised over classes). Every method fits per-class log-offsets on some scores and
+applies them to others (see `core`)::
+
+    from genclf_harness.calibration import fit, classification_report
+    calibration = fit("prior", validation_scores)          # or test_scores: transductive
+    report = classification_report(calibration.apply(test_scores), test_labels)
+
+Methods (`METHODS`): "prior" (prior matching), "prior_em" (prior matching to an EM-estimated
+prior), "bc" (batch calibration), "cc" (contextual calibration), "dcpmi" (domain-conditional
+PMI), "pmi" (unconditional PMI, lm-eval's acc_mutual_info).
+"""
+
+from genclf_harness.calibration.baselines import (
+    fit_batch_calibration,
+    fit_contextual_calibration,
+    fit_domain_pmi,
+    fit_pmi,
+)
+from genclf_harness.calibration.core import (
+    Calibration,
+    ConvergenceError,
+    FitInfo,
+    FitSource,
+    ParamValue,
+    normalize,
+)
+from genclf_harness.calibration.metrics import (
+    accuracy,
+    brier_score,
+    classification_report,
+    expected_calibration_error,
+    macro_f1,
+    majority_share,
+    negative_log_likelihood,
+)
+from genclf_harness.calibration.oracle import oracle_accuracy, oracle_offsets
+from genclf_harness.calibration.label_shift import estimate_prior_em
+from genclf_harness.calibration.prior_matching import fit_prior_em, fit_prior_matching
+from genclf_harness.calibration.registry import METHOD_INPUTS, METHODS, FitFunction, fit
+
+__all__ = [
+    "METHODS",
+    "METHOD_INPUTS",
+    "Calibration",
+    "ConvergenceError",
+    "FitFunction",
+    "FitInfo",
+    "FitSource",
+    "ParamValue",
+    "accuracy",
+    "brier_score",
+    "classification_report",
+    "estimate_prior_em",
+    "expected_calibration_error",
+    "fit",
+    "fit_batch_calibration",
+    "fit_contextual_calibration",
+    "fit_domain_pmi",
+    "fit_pmi",
+    "fit_prior_em",
+    "fit_prior_matching",
+    "macro_f1",
+    "majority_share",
+    "negative_log_likelihood",
+    "normalize",
+    "oracle_accuracy",
+    "oracle_offsets",
+]
