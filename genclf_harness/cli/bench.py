@@ -26,6 +26,10 @@ def _known() -> None:
                         "raw vs calibrated metrics per task and method, from one scoring pass")
     register_subcommand("strategies", "genclf_harness.cli.bench_strategies",
                         "GenCLS++ prompt strategies x decoding: accuracy and macro-F1")
+    register_subcommand("train", "genclf_harness.cli.bench_train",
+                        "zero-shot (raw, calibrated) -> SFT -> SFT+GRPO accuracy and time per stage")
+    register_subcommand("bon", "genclf_harness.cli.bench_bon",
+                        "best-of-N with a trained generative verifier vs first sample, majority, pass@N")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,1 @@
+"""Training of generative classifiers and verifiers: the only code that imports TRL."""

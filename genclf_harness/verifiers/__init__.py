@@ -1,0 +1,1 @@
+"""Generative verifiers: GenRM P("Yes") scoring, chain-of-thought voting, best-of-N, judges."""
