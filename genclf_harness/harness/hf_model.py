@@ -1,0 +1,102 @@
+"""``genclf-hf``: lm-eval's ``hf`` model with exact, context-once label scoring.
+
+Everything of :class:`lm_eval.models.huggingface.HFLM` is kept (loading, ``dtype``, ``peft=``,
+``delta=``, chat templates, ``generate_until``, ``loglikelihood_rolling``, data parallelism);
+only ``loglikelihood`` is replaced: requests that share a context string (a document's K
+choices, or identical prompts across documents) are scored together by
+:class:`genclf_harness.backends.scorer.HFScorer`, which feeds each context once. The results
+equal stock ``hf``'s for the same requests (tested), with the log-softmax in float32.
+
+Model arguments beyond HFLM's:
+
+- ``pretrained``: may be omitted or ``default`` for the embedded default model;
+- ``max_batch_tokens``: rows x padded length per forward pass (default 8192);
+- ``packing``: ``true``/``false`` to force or forbid packing several labels behind one context
+  (default: automatic, see :class:`HFScorer`).
+
+``batch_size=N`` bounds the documents (distinct contexts) per forward pass, within the token
+budget; ``batch_size=auto`` uses the token budget alone and halves it after an out-of-memory
+error. ``softmax_dtype`` and ``mixed_precision_dtype`` are honoured; without ``softmax_dtype``
+the log-softmax runs in float32 (stock ``hf`` uses the model dtype, which is coarse in bf16).
+
+Data parallelism: as with HFLM, lm-eval shards documents across ranks before the model sees
+them, and each rank scores exactly the requests it is given; no collective call is made here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from lm_eval.api.instance import Instance
+from lm_eval.models.huggingface import HFLM
+
+from genclf_harness.backends.default_model import resolve_pretrained
+from genclf_harness.backends.protocol import ContinuationScore, LabelPrompt
+from genclf_harness.backends.scorer import DEFAULT_MAX_BATCH_TOKENS, HFScorer
+
+
+class GenclfHFLM(HFLM):
+    """lm-eval model ``genclf-hf``: HFLM whose ``loglikelihood`` encodes each context once."""
+
+    def __init__(
+        self,
+        pretrained: Any = None,
+        *,
+        max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
+        packing: bool | None = None,
+        device: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if device is None:
+            # HFLM's own default is "cuda", which fails on a machine without one.
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        super().__init__(pretrained=resolve_pretrained(pretrained), device=device, **kwargs)
+        self.max_batch_tokens = int(max_batch_tokens)
+        self.packing = packing
+        self._scorer: HFScorer | None = None
+
+    @property
+    def scorer(self) -> HFScorer:
+        """The label scorer, configured like this model's stock loglikelihood (built on first use)."""
+        if self._scorer is None:
+            batch_size = self.batch_size_per_gpu
+            self._scorer = HFScorer(
+                self.model,
+                self.tokenizer,
+                max_length=self.max_length,
+                max_batch_tokens=self.max_batch_tokens,
+                max_batch_prompts=None if isinstance(batch_size, str) else int(batch_size),
+                add_special_tokens=self.add_bos_token,
+                prefix_token_id=self.prefix_token_id,
+                logprob_dtype=self.softmax_dtype or torch.float32,
+                autocast_dtype=self.mixed_precision_dtype,
+                device=self.device,
+                packing=self.packing,
+            )
+        return self._scorer
+
+    def loglikelihood(self, requests: list[Instance], disable_tqdm: bool = False) -> list[tuple[float, bool]]:
+        if self.backend != "causal" or self.enable_thinking:
+            # Encoder-decoder models keep lm-eval's path; enable_thinking makes HFLM raise its error.
+            return super().loglikelihood(requests, disable_tqdm=disable_tqdm)
+        return [(score.logprob, score.is_greedy) for score in self.label_scores(requests, disable_tqdm)]
+
+    def label_scores(self, requests: list[Instance], disable_tqdm: bool = False) -> list[ContinuationScore]:
+        """Full scores (per-token log-probs included) of ``loglikelihood`` requests, in request order."""
+        by_context: dict[str, dict[str, list[int]]] = {}
+        for index, request in enumerate(requests):
+            context, continuation = request.args
+            by_context.setdefault(context, {}).setdefault(continuation, []).append(index)
+
+        prompts = [LabelPrompt(context, tuple(choices)) for context, choices in by_context.items()]
+        scored = self.scorer.score(prompts, show_progress=not (disable_tqdm or self.rank != 0))
+
+        results: list[ContinuationScore | None] = [None] * len(requests)
+        for (context, choices), prompt_scores in zip(by_context.items(), scored, strict=True):
+            for (continuation, indices), score in zip(choices.items(), prompt_scores.continuations, strict=True):
+                # Same partial-cache entry as HFLM, so --use_cache files are interchangeable.
+                self.cache_hook.add_partial("loglikelihood", (context, continuation), (score.logprob, score.is_greedy))
+                for index in indices:
+                    results[index] = score
+        return results  # type: ignore[return-value]
