@@ -1,36 +1,102 @@
-"""Task helpers named by the YAMLs in ``tasks/`` (``custom_dataset: !function ...``)."""
+"""Task helpers named by the YAMLs in ``tasks/`` (``custom_dataset: !function ...``).
+
+Default tasks (``genclf_<name>``) get rows with the plain prompt; lm-eval adds its own few-shot
+demonstrations. Strategy tasks (``tasks/strategies/``) pass ``strategy`` in ``dataset_kwargs`` (a
+name such as ``sim3_def``, or a mapping of `PromptStrategy` fields); their rows carry the whole
+rendered prompt, demonstrations included, and run with ``num_fewshot: 0``.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+from collections.abc import Mapping
+from typing import Any, Literal
 
 from genclf_harness.data import get_spec, load_split
-from genclf_harness.prompts import ClassificationPrompt
+from genclf_harness.data.loader import resolve_data_root
+from genclf_harness.data.specs import DatasetSpec
+from genclf_harness.prompts import ClassificationPrompt, PromptStrategy, RenderedPrompt
+
+Decoding = Literal["ppl", "gen"]
 
 
-def load_classification(dataset: str, data_dir: str | None = None, **_metadata: Any):
+def strategy_task_name(
+    dataset: str, strategy: str | Mapping[str, Any] | PromptStrategy, decoding: Decoding = "ppl"
+) -> str:
+    """``("sst2", "sim3", "gen")`` -> ``"genclf_sst2_sim3_gen"``; the zero-shot natural strategy
+    is the default task (``genclf_sst2``, ``genclf_sst2_gen``)."""
+    name = PromptStrategy.from_value(strategy).name
+    parts = ["genclf", dataset] + ([] if name == "zero" else [name]) + (["gen"] if decoding == "gen" else [])
+    return "_".join(parts)
+
+
+def _split_rows(dataset: str, split: str, data_dir: str | None) -> tuple[dict[str, Any], ...]:
+    root = resolve_data_root(data_dir)
+    return _cached_split_rows(dataset, split, None if root is None else str(root))
+
+
+@functools.lru_cache(maxsize=16)
+def _cached_split_rows(dataset: str, split: str, root: str | None) -> tuple[dict[str, Any], ...]:
+    # Many strategy tasks of one data set load the same files in one run; rows are never mutated.
+    return tuple(load_split(dataset, split, data_dir=root))
+
+
+def load_classification(
+    dataset: str,
+    data_dir: str | None = None,
+    strategy: str | Mapping[str, Any] | None = None,
+    **_metadata: Any,
+):
     """Load every split of a classification data set as a ``DatasetDict``.
 
     lm-eval calls this with the task's ``dataset_kwargs`` and ``metadata`` (and anything given to
-    ``--metadata``) as keyword arguments; only ``dataset`` and ``data_dir`` are ours. Each row keeps
-    its fields and gains the rendered prompt: ``instruction``, ``query``, ``choices``, ``gold``.
+    ``--metadata``) as keyword arguments; only ``dataset``, ``data_dir`` and ``strategy`` are ours.
+
+    Without ``strategy`` each row keeps its fields and gains the plain prompt: ``instruction``,
+    ``query``, ``choices``, ``gold``. With one, rows also get ``prompt`` (the whole user prompt),
+    ``input``, ``target``, ``dataset``, ``strategy`` (its name) and ``demonstration_ids``, and
+    ``instruction``/``query``/``choices``/``gold`` follow the strategy. The training split is the demonstration pool; its own
+    rows are rendered without demonstrations.
     """
     import datasets
 
     spec = get_spec(dataset)
+    split_names = spec.splits or tuple(dict.fromkeys((spec.eval_split, spec.train_split)))
+    if strategy is None:
+        return datasets.DatasetDict({
+            split: datasets.Dataset.from_list([_plain_row(spec, doc) for doc in _split_rows(dataset, split, data_dir)])
+            for split in split_names
+        })
+    chosen = PromptStrategy.from_value(strategy)
+    pool = _split_rows(dataset, spec.train_split, data_dir)
+    prompter = chosen.bind(spec, pool if chosen.needs_pool else None)
+    pool_prompter = PromptStrategy(definitions=chosen.definitions, uncertainty=chosen.uncertainty,
+                                   label_style=chosen.label_style).bind(spec)
     splits = {}
-    for split in spec.splits or dict.fromkeys((spec.eval_split, spec.train_split)):
-        rows = []
-        for doc in load_split(dataset, split, data_dir=data_dir):
-            prompt = ClassificationPrompt.render(spec, doc)
-            rows.append(
-                {
-                    **doc,
-                    "instruction": prompt.instruction,
-                    "query": prompt.query,
-                    "choices": list(prompt.choices),
-                    "gold": prompt.gold,
-                }
-            )
+    for split in split_names:
+        render = (pool_prompter if split == spec.train_split else prompter).render
+        rows = [_strategy_row(spec.name, doc, render(doc)) for doc in _split_rows(dataset, split, data_dir)]
         splits[split] = datasets.Dataset.from_list(rows)
     return datasets.DatasetDict(splits)
+
+
+def _plain_row(spec: DatasetSpec, doc: dict[str, Any]) -> dict[str, Any]:
+    prompt = ClassificationPrompt.render(spec, doc)
+    return {**doc, "instruction": prompt.instruction, "query": prompt.query,
+            "choices": list(prompt.choices), "gold": prompt.gold}
+
+
+def _strategy_row(dataset: str, doc: dict[str, Any], rendered: RenderedPrompt) -> dict[str, Any]:
+    return {
+        **doc,
+        "dataset": dataset,
+        "strategy": rendered.strategy,
+        "instruction": rendered.instruction,
+        "query": rendered.query,
+        "input": rendered.input,
+        "prompt": rendered.prompt,
+        "choices": list(rendered.choices),
+        "gold": rendered.gold,
+        "target": rendered.target,
+        "demonstration_ids": list(rendered.demonstration_ids),
+    }
