@@ -1,0 +1,157 @@
+"""The functions the verifier task YAMLs (``tasks/verifiers/``) name: loaders, per-document
+results and corpus-level aggregations. Plain Python: lm-eval calls them, nothing here imports it.
+
+The model under evaluation is the *verifier*. Each document is one candidate solution, asked as
+a Yes/No multiple-choice question in the GenRM format (:mod:`genclf_harness.verifiers.format`);
+its P("Yes") normalised over Yes/No is the candidate's score. Run with ``--apply_chat_template``
+for chat verifiers: lm-eval then puts the question in a user turn and reads "Yes"/"No" right after
+the assistant marker, exactly as :class:`~genclf_harness.verifiers.genrm.GenRM` does.
+
+- ``genclf_gsm8k_bon``: candidates sampled for each problem (a candidates file, see
+  :mod:`genclf_harness.verifiers.bon`); the aggregations group the documents by problem and report
+  ``first_sample``, ``majority``, ``best_of_n`` (highest P(Yes)), ``weighted_vote`` and
+  ``pass_at_n``.
+- ``genclf_gsm8k_verify``: labelled candidates; ``acc`` (P(Yes) > 0.5 exactly for the correct
+  ones), ``balanced_acc`` and ``auroc``. Without a candidates file it uses GSM8K test problems'
+  reference solutions ("Yes") and a corruption of each (its final result changed: "No").
+
+The candidates file is given by ``--metadata '{"candidates": "path.jsonl"}'`` or the environment
+variable ``GENCLF_CANDIDATES`` (the metadata wins). ``--metadata '{"num_problems": 200}'`` sizes the
+synthetic fallback of ``genclf_gsm8k_verify`` (default: all 1,319 test problems).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+from genclf_harness.verifiers.bon import Candidate, CandidateSet, evaluate_selection, read_candidates
+from genclf_harness.verifiers.format import DEFAULT_FORMAT
+from genclf_harness.verifiers.metrics import auroc as _auroc
+from genclf_harness.verifiers.metrics import balanced_accuracy
+
+CANDIDATES_ENV = "GENCLF_CANDIDATES"
+
+
+class CandidateItem(NamedTuple):
+    """One document's result as the aggregations receive it (picklable for gathering)."""
+
+    problem_id: str
+    index: int
+    answer: str | None
+    correct: bool
+    p_yes: float
+
+
+def _candidates_path(metadata: dict[str, Any], required: bool, task: str) -> str | None:
+    path = metadata.get("candidates") or os.environ.get(CANDIDATES_ENV)
+    if not path and required:
+        raise ValueError(
+            f"{task} needs a candidates file: pass --metadata '{{\"candidates\": \"FILE.jsonl\"}}' or set "
+            f"{CANDIDATES_ENV}=FILE.jsonl (make one with `genclf-bench bon --task gsm8k --sample-only` or "
+            "genclf_harness.verifiers.bon.sample_candidates)"
+        )
+    return str(path) if path else None
+
+
+def _row(candidate_set: CandidateSet, index: int, candidate: Candidate) -> dict[str, Any]:
+    return {
+        "problem_id": candidate_set.id,
+        "candidate": index,
+        "num_candidates": len(candidate_set.candidates),
+        "question": candidate_set.question,
+        "solution": candidate.text,
+        "answer": candidate.answer,
+        "correct": candidate.correct,
+        "gold": 0 if candidate.correct else 1,  # index into ["Yes", "No"]
+        "query": DEFAULT_FORMAT.user_message(candidate_set.question, candidate.text),
+    }
+
+
+def load_bon_candidates(candidates: str | None = None, **metadata: Any) -> Any:
+    """``genclf_gsm8k_bon``'s documents: one per candidate of every problem in the file."""
+    import datasets
+
+    path = _candidates_path({"candidates": candidates, **metadata}, True, "genclf_gsm8k_bon")
+    rows = [_row(s, i, c) for s in read_candidates(path) for i, c in enumerate(s.candidates)]
+    if not rows:
+        raise ValueError(f"{path}: no candidates")
+    return datasets.DatasetDict({"test": datasets.Dataset.from_list(rows)})
+
+
+def load_verify_candidates(candidates: str | None = None, num_problems: int | None = None, **metadata: Any) -> Any:
+    """``genclf_gsm8k_verify``'s documents: labelled candidates from a file, or the synthetic
+    GSM8K fallback (reference solution and one corruption per test problem)."""
+    import random
+
+    import datasets
+
+    path = _candidates_path({"candidates": candidates, **metadata}, False, "genclf_gsm8k_verify")
+    if path:
+        sets = read_candidates(path)
+    else:
+        from genclf_harness.verifiers.problems import GSM8K
+
+        rng = random.Random(0)
+        sets = []
+        for problem in GSM8K.problems("test", num_problems):
+            wrong = GSM8K.corrupt(problem, rng) if GSM8K.corrupt else None
+            texts = [problem.solution or ""] + ([wrong] if wrong else [])
+            sets.append(CandidateSet(problem.id, problem.question, problem.answer,
+                                     [Candidate(t, GSM8K.extract(t), GSM8K.is_correct(t, problem.answer)) for t in texts],
+                                     task="gsm8k"))
+    rows = [_row(s, i, c) for s in sets for i, c in enumerate(s.candidates)]
+    return datasets.DatasetDict({"test": datasets.Dataset.from_list(rows)})
+
+
+def _p_yes(results: Sequence[tuple[float, bool]]) -> float:
+    (yes, _), (no, _) = results[:2]
+    margin = float(yes) - float(no)
+    return 1.0 / (1.0 + math.exp(-margin)) if margin >= 0 else math.exp(margin) / (1.0 + math.exp(margin))
+
+
+def process_candidate(doc: dict[str, Any], results: Sequence[tuple[float, bool]]) -> dict[str, Any]:
+    """Per document: the same item under every metric name (the aggregations do the work)."""
+    item = CandidateItem(str(doc["problem_id"]), int(doc["candidate"]), doc.get("answer"), bool(doc["correct"]),
+                         _p_yes(results))
+    names = ("first_sample", "majority", "best_of_n", "weighted_vote", "pass_at_n", "acc", "balanced_acc", "auroc")
+    return {name: (float((item.p_yes > 0.5) == item.correct) if name == "acc" else item) for name in names}
+
+
+def _sets(items: Sequence[CandidateItem]) -> list[CandidateSet]:
+    grouped: dict[str, list[CandidateItem]] = {}
+    for item in items:
+        grouped.setdefault(item.problem_id, []).append(item)
+    sets = []
+    for problem_id, members in grouped.items():
+        members.sort(key=lambda item: item.index)
+        sets.append(CandidateSet(problem_id, "", "", [Candidate("", m.answer, m.correct, m.p_yes) for m in members]))
+    return sets
+
+
+def _selection(rule: str):
+    def aggregate(items: Sequence[CandidateItem]) -> float:
+        return evaluate_selection(_sets(items), rules=[rule])[rule]
+
+    aggregate.__name__ = aggregate.__qualname__ = rule
+    aggregate.__doc__ = f"{rule} accuracy over the problems (candidates grouped by problem)."
+    return aggregate
+
+
+first_sample = _selection("first_sample")
+majority = _selection("majority")
+best_of_n = _selection("best_of_n")
+weighted_vote = _selection("weighted_vote")
+pass_at_n = _selection("pass_at_n")
+
+
+def auroc(items: Sequence[CandidateItem]) -> float:
+    """AUROC of P(Yes) against the candidates' correctness."""
+    return _auroc([i.p_yes for i in items], [i.correct for i in items])
+
+
+def balanced_acc(items: Sequence[CandidateItem]) -> float:
+    """Mean of the verification accuracy on correct and on incorrect candidates."""
+    return balanced_accuracy([i.p_yes for i in items], [i.correct for i in items])
