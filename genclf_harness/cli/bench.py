@@ -22,6 +22,8 @@ def register_subcommand(name: str, module: str, help_text: str) -> None:
 def _known() -> None:
     register_subcommand("scoring", "genclf_harness.cli.bench_scoring",
                         "stock hf vs genclf-hf label scoring: speed, tokens, exactness")
+    register_subcommand("scoring-vllm", "genclf_harness.cli.bench_scoring_vllm",
+                        "stock vllm vs genclf-vllm (and genclf-hf) label scoring: speed, start-up, agreement")
     register_subcommand("calibration", "genclf_harness.cli.bench_calibration",
                         "raw vs calibrated metrics per task and method, from one scoring pass")
     register_subcommand("strategies", "genclf_harness.cli.bench_strategies",

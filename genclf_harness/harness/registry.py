@@ -5,6 +5,7 @@ from __future__ import annotations
 # name -> "module:Class"; lm-eval imports the module only when the model is asked for.
 MODELS: dict[str, str] = {
     "genclf-hf": "genclf_harness.harness.hf_model:GenclfHFLM",
+    "genclf-vllm": "genclf_harness.harness.vllm_model:GenclfVLLM",
 }
 
 
