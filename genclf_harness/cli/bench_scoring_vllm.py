@@ -42,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="more vllm.LLM arguments, k=v,k=v (default enforce_eager=True)")
     parser.add_argument("--repeats", type=int, default=1, help="scoring runs per model, in turns (median reported)")
     parser.add_argument("--apply_chat_template", action="store_true")
-    parser.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+    parser.add_argument("--json", action="store_true", help="print one JSON object (the last line of stdout) instead of tables")
 
 
 def stock_vllm_class() -> type:
@@ -55,7 +55,10 @@ def stock_vllm_class() -> type:
     import importlib.metadata as metadata
 
     import vllm
+    from vllm.platforms import current_platform
 
+    # vLLM finds its own platform (CPU or GPU) by its distribution's name; let it do so unshimmed.
+    current_platform.device_type  # noqa: B018 - resolves the lazy platform now
     real = metadata.version
 
     def version(name: str) -> str:
@@ -63,7 +66,7 @@ def stock_vllm_class() -> type:
             return real(name)
         except metadata.PackageNotFoundError:
             if name == "vllm":
-                return str(vllm.__version__).split("+")[0]
+                return str(vllm.__version__)
             raise
 
     metadata.version = version
