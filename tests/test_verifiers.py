@@ -217,7 +217,8 @@ def test_algorithmic_problems_are_seeded_and_splits_disjoint():
     assert train != algorithmic.make_problems("last_letter", "train", 300, seed=2)
     assert not {p.words for p in train} & {p.words for p in test}
     assert not {p.words for p in algorithmic.make_problems("last_letter", "train", 300, seed=2)} & {p.words for p in test}
-    assert all(2 <= len(p.words) <= 3 and len(set(p.words)) == len(p.words) for p in train)
+    assert all(1 <= len(p.words) <= 2 and len(set(p.words)) == len(p.words) for p in train)
+    assert {len(p.words) for p in train} == {1, 2}
     assert test[0].answer == "".join(w[-1] for w in test[0].words)
     with pytest.raises(ValueError, match="split"):
         algorithmic.make_problems("last_letter", "validation", 1)  # type: ignore[arg-type]
@@ -407,8 +408,10 @@ def test_bon_task_functions_on_hand_made_results(tmp_path, monkeypatch):
     items = []
     for doc, p in zip(docs, p_yes):
         margin = math.log(p / (1 - p))
-        result = tasks.process_candidate(doc, [(margin - 1.0, False), (-1.0, False)])
+        result = tasks.process_bon(doc, [(margin - 1.0, False), (-1.0, False)])
+        assert set(result) == set(tasks.BON_METRICS)
         assert result["best_of_n"].p_yes == pytest.approx(p)
+        assert tasks.process_verify(doc, [(margin - 1.0, False), (-1.0, False)])["acc"] == float((p > 0.5) == doc["correct"])
         items.append(result["best_of_n"])
     random.Random(0).shuffle(items)  # gathering across ranks may reorder documents
     assert tasks.first_sample(items) == 0.5 and tasks.majority(items) == 0.5
@@ -429,10 +432,11 @@ def test_verify_task_runs_in_lm_eval_and_matches_genrm(genrm, default_model_dir,
         model="hf",
         model_args=f"pretrained={default_model_dir},dtype=float32",
         tasks=["genclf_gsm8k_verify"],
-        task_manager=TaskManager(include_path=str(tasks_dir())),
+        # simple_evaluate hands `metadata` only to a TaskManager it builds itself; the CLI passes it on.
+        task_manager=TaskManager(include_path=str(tasks_dir()), metadata={"num_problems": 2}),
         apply_chat_template=True,
-        metadata={"num_problems": 2},
         log_samples=True,
+        device="cpu",
         batch_size=4,
     )
     metrics = results["results"]["genclf_gsm8k_verify"]

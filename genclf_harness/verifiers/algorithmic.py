@@ -1,9 +1,9 @@
 """The synthetic algorithmic tasks of the GenRM paper: last-letter concatenation and word sorting.
 
-Problems are drawn from a fixed vocabulary of 172 common English words with a seeded generator,
+Problems are drawn from a fixed vocabulary of 312 short common English words with a seeded generator,
 so a (task, split, count, seed) always gives the same problems. Train and test are disjoint by
 construction: a problem belongs to the test split exactly when a hash of its word list falls in
-the test fifth, so no test problem (the same words in the same order) is ever a training problem.
+the test quarter, so no test problem (the same words in the same order) is ever a training problem.
 The vocabulary itself is shared, as in the paper's name lists.
 
 Each task has an exact checker on the final answer (the text after "The answer is"), a reference
@@ -25,20 +25,29 @@ AlgorithmicTaskName = Literal["last_letter", "word_sorting"]
 Split = Literal["train", "test"]
 
 VOCABULARY: tuple[str, ...] = tuple(
-    """apple river window garden pencil orange table mountain coffee doctor silver planet yellow monkey
-    castle bridge candle forest rabbit summer water paper music school family friend money house market
-    island jacket kitchen letter mirror number office pocket record season ticket travel village winter
-    animal basket butter camera carpet cheese circle cotton dinner engine finger flower guitar hammer
-    helmet honey insect ladder lemon lizard magnet meadow needle noodle ocean parrot pepper pillow pirate
-    potato puzzle rocket saddle salad sandal shadow shovel spider spoon sugar tiger tomato tunnel turtle
-    violin wallet whale wizard zebra anchor barrel blanket bottle button cactus canyon cereal chicken
-    cloud compass cookie crayon dragon eagle feather fossil giraffe harbor jungle kettle lantern lobster
-    marble mitten muffin nickel oyster panda peanut pebble pigeon pretzel pumpkin quilt raccoon ribbon
-    robot sailor scarf shark sketch snail sponge squirrel statue tablet teapot thunder tractor trumpet
-    umbrella vessel walrus wagon yogurt acorn beetle bucket cabin dolphin falcon glove hedge igloo jelly
-    koala llama melon nest olive plum quiver radish salmon tulip unicorn vase walnut yacht""".split()
+    """ant apple arm bacon badge bag ball bat beach bear beard bed bee bell berry bird blade board
+    boat bone book boot bow bowl box brick brook brush bulb bus cab cabin cake camel candy cap
+    car cart cat cave chain chalk chess chin clay cliff clock cloth coat coin cord corn cow crab
+    crown cube cup dart deer desk dice dish dog doll door dot dove dress drum duck eagle ear egg
+    elk fan farm fence fern field fig fish flag flame flea flute foam fog fork fox frog fruit
+    gate gem gift glass glove glue goat gold grass gull gum harp hat hawk hay heart helm hen
+    hill hook horn hose house hut ice ink iron jade jam jar jeep jet juice key kid king kite
+    kiwi knife knot lab lake lamp leaf leg lemon lion lip llama loaf lock log mango map maple
+    mask mast mat meal medal melon milk mill mint moon mop moth mouse mud mule nail nest net
+    nose nurse nut oak oar ocean olive onion otter oven owl owner paint palm pan panda paper
+    park path paw pea pear pearl pen piano pie pig pilot pin pipe pizza plant plate pond pony
+    pork pot purse quail queen quilt radio raft rail rain rat reed rice ring road robin robot
+    rock rod roof rope rose row rug sail salad salt sand saw scarf sea seed shark shed sheep
+    shell ship shoe silk skirt skunk sky sled slide slug smoke snake snow soap sock sofa soil
+    song soup spoon stamp star steam stew stone straw sun swan table tank tape tea tent tide tie
+    tiger tile tin toad toast toe tomb tool torch towel town toy train tray tree truck tub tuba
+    tulip tusk van vase veil vest vine wall wave web whale wheat wheel whip wind wing witch wolf
+    wood worm yak yarn yoke zebra zoo""".split()
 )
-_TEST_SHARE = 5  # one problem in five (by hash) is a test problem
+"""312 common English nouns of three to five letters. Short words give a small model a
+chance: SmolLM2-135M-Instruct puts about 0.1 of its probability on the right last letter of a
+word (about 0.2 for three-letter words), and spells words letter by letter no better."""
+_TEST_SHARE = 4  # one problem in four (by hash) is a test problem
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +88,7 @@ def make_problems(
     count: int,
     *,
     seed: int = 0,
-    num_words: tuple[int, int] = (2, 3),
+    num_words: tuple[int, int] = (1, 2),
     vocabulary: Sequence[str] = VOCABULARY,
 ) -> list[AlgorithmicProblem]:
     """``count`` distinct problems of one split, each with ``num_words[0]..num_words[1]`` distinct words."""
@@ -117,10 +126,7 @@ def reference_solution(task: AlgorithmicTaskName, words: Sequence[str]) -> str:
     """The step-by-step solution in the format of the few-shot prompt."""
     if task == "last_letter":
         steps = " ".join(f'The last letter of "{word}" is "{word[-1]}".' for word in words)
-        letters = [word[-1] for word in words]
-        joined = " and ".join(f'"{letter}"' for letter in letters)
-        answer = "".join(letters)
-        return f'{steps} Concatenating {joined} gives "{answer}". The answer is {answer}.'
+        return f"{steps} The answer is {''.join(word[-1] for word in words)}."
     if task == "word_sorting":
         steps = " ".join(f'"{word}" starts with "{word[0]}".' for word in words)
         ordered = sorted(words)
@@ -180,9 +186,7 @@ def _corrupt_once(task: AlgorithmicTaskName, words: list[str], rng: random.Rando
             final = letters[:at] + letters[at + 1 :]
         steps = " ".join(f'The last letter of "{w}" is "{c}".' for w, c in zip(words, claimed, strict=True))
         final = final if final is not None else claimed
-        answer = "".join(final)
-        joined = " and ".join(f'"{c}"' for c in final)
-        return f'{steps} Concatenating {joined} gives "{answer}". The answer is {answer}.'
+        return f"{steps} The answer is {''.join(final)}."
     ordered = sorted(words)
     kind = rng.choice(("swap", "unsorted", "reverse", "drop"))
     wrong = list(ordered)

@@ -13,8 +13,9 @@ after it (ignored), or be a simple fraction (``3/4``, ``\\frac{3}{4}``). Numbers
 exact fractions, so ``18``, ``18.00``, ``$18`` and ``18 dollars`` are one answer; the canonical text
 is the shortest decimal (``"0.5"``, ``"-1234"``) or ``p/q`` when no finite decimal exists.
 
-Words (algorithmic tasks): :func:`extract_final_text` reads the text after the last "answer is",
-lower-cased with surrounding quotes and punctuation removed.
+Words (algorithmic tasks): :func:`extract_final_text` reads the sentence after the last "answer
+is" (up to a full stop, question or exclamation mark followed by a space, or a newline),
+lower-cased, with quotes and surrounding punctuation removed.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ _NUMBER = re.compile(
 )
 _FRAC = re.compile(r"\\[dt]?frac\s*\{\s*([-\d.,\s]+)\}\s*\{\s*([-\d.,\s]+)\}")
 _GSM8K_FINAL = re.compile(r"####\s*(.+)")
+_SENTENCE_END = re.compile(r"\n|[.!?](?=\s|$)")
 _ANSWER_IS = re.compile(r"answer\s*(?:is|:|=)\s*(?:[:=]\s*)?", re.IGNORECASE)
 
 
@@ -137,7 +139,7 @@ def extract_final_text(text: str) -> str | None:
     cues = list(_ANSWER_IS.finditer(text))
     if not cues:
         return None
-    answer = text[cues[-1].end() :].split("\n", 1)[0]
+    answer = _SENTENCE_END.split(text[cues[-1].end() :], maxsplit=1)[0]
     answer = answer.strip().strip("\"'`*“”‘’.,;:!?").strip()
     answer = re.sub(r"[\"'`*“”‘’]", "", answer)
     answer = re.sub(r"\s*,\s*|\s+", " ", answer)

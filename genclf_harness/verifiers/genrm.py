@@ -181,7 +181,7 @@ def load_verifier_model(pretrained: str | None, *, dtype: str = "float32", devic
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from genclf_harness.backends.default_model import resolve_pretrained
+    from genclf_harness.backends.default_model import DEFAULT_MODEL_NAME, resolve_pretrained
 
     path = str(resolve_pretrained(pretrained))
     torch_dtype = getattr(torch, dtype)
@@ -190,8 +190,11 @@ def load_verifier_model(pretrained: str | None, *, dtype: str = "float32", devic
         from peft import PeftModel
 
         base = json.loads(adapter_config.read_text()).get("base_model_name_or_path") or None
-        if base is not None and not Path(base).is_dir() and "/" not in base:
-            base = None  # a name that is neither a folder nor a hub id: the embedded model
+        if base is not None and not Path(base).is_dir() and (Path(base).is_absolute() or "/" not in base):
+            # A folder of another machine (or a bare name): only the embedded model can stand in.
+            if DEFAULT_MODEL_NAME not in base:
+                raise FileNotFoundError(f"{adapter_config}: the adapter's base model {base!r} is not available")
+            base = None
         base_path = str(resolve_pretrained(base))
         model = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch_dtype)
         model = PeftModel.from_pretrained(model, path).merge_and_unload()

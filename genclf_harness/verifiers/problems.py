@@ -162,7 +162,7 @@ GSM8K = ReasoningTask(
 
 
 def _algorithmic(task: algorithmic.AlgorithmicTaskName, demo_words: Sequence[Sequence[str]],
-                 num_words: tuple[int, int]) -> ReasoningTask:
+                 num_words: tuple[int, int], max_new_tokens: int) -> ReasoningTask:
     def load(split: Split, count: int | None, seed: int) -> list[Problem]:
         if count is None:
             raise ValueError(f"{task}: give the number of problems to generate")
@@ -181,9 +181,9 @@ def _algorithmic(task: algorithmic.AlgorithmicTaskName, demo_words: Sequence[Seq
         demonstrations=tuple(
             (algorithmic.question_text(task, words), algorithmic.reference_solution(task, words)) for words in demo_words
         ),
-        stop=("\n\n",),
+        stop=("\n",),  # a solution is one line; what follows a newline is rambling
         corrupt=corrupt,
-        max_new_tokens=96,
+        max_new_tokens=max_new_tokens,
     )
 
 
@@ -197,8 +197,8 @@ def words_of(task: algorithmic.AlgorithmicTaskName, question: str) -> list[str]:
 
 
 # Demonstration words are outside the vocabulary, so no demonstration is a test problem.
-LAST_LETTER = _algorithmic("last_letter", (("grape", "chair"), ("sky", "bread", "moon")), (2, 3))
-WORD_SORTING = _algorithmic("word_sorting", (("pear", "hat", "cup"), ("drum", "bell")), (3, 4))
+LAST_LETTER = _algorithmic("last_letter", (("grape",), ("bread", "cloud"), ("chair",)), (1, 2), 40)
+WORD_SORTING = _algorithmic("word_sorting", (("plum", "hall", "crow"), ("lime", "bench", "dust")), (3, 3), 72)
 
 TASKS: dict[str, ReasoningTask] = {task.name: task for task in (GSM8K, LAST_LETTER, WORD_SORTING)}
 

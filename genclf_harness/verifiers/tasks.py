@@ -112,12 +112,27 @@ def _p_yes(results: Sequence[tuple[float, bool]]) -> float:
     return 1.0 / (1.0 + math.exp(-margin)) if margin >= 0 else math.exp(margin) / (1.0 + math.exp(margin))
 
 
-def process_candidate(doc: dict[str, Any], results: Sequence[tuple[float, bool]]) -> dict[str, Any]:
-    """Per document: the same item under every metric name (the aggregations do the work)."""
-    item = CandidateItem(str(doc["problem_id"]), int(doc["candidate"]), doc.get("answer"), bool(doc["correct"]),
+def _item(doc: dict[str, Any], results: Sequence[tuple[float, bool]]) -> CandidateItem:
+    return CandidateItem(str(doc["problem_id"]), int(doc["candidate"]), doc.get("answer"), bool(doc["correct"]),
                          _p_yes(results))
-    names = ("first_sample", "majority", "best_of_n", "weighted_vote", "pass_at_n", "acc", "balanced_acc", "auroc")
-    return {name: (float((item.p_yes > 0.5) == item.correct) if name == "acc" else item) for name in names}
+
+
+BON_METRICS: tuple[str, ...] = ("first_sample", "majority", "best_of_n", "weighted_vote", "pass_at_n")
+VERIFY_METRICS: tuple[str, ...] = ("acc", "balanced_acc", "auroc")
+
+
+def process_bon(doc: dict[str, Any], results: Sequence[tuple[float, bool]]) -> dict[str, Any]:
+    """``genclf_gsm8k_bon`` per document: the candidate's item under every metric (the
+    aggregations group the items by problem and apply the selection rules)."""
+    item = _item(doc, results)
+    return {name: item for name in BON_METRICS}
+
+
+def process_verify(doc: dict[str, Any], results: Sequence[tuple[float, bool]]) -> dict[str, Any]:
+    """``genclf_gsm8k_verify`` per document: right or wrong at P(Yes) > 0.5, and the item for the
+    corpus-level metrics."""
+    item = _item(doc, results)
+    return {"acc": float((item.p_yes > 0.5) == item.correct), "balanced_acc": item, "auroc": item}
 
 
 def _sets(items: Sequence[CandidateItem]) -> list[CandidateSet]:
