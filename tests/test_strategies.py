@@ -219,3 +219,18 @@ def test_bench_strategies_on_real_model(tmp_path: Path, default_model_dir: Path,
             assert 0.0 <= row["acc_prior"] <= 1.0
     # single-token labels: the mean per token is the sum, so the decisions agree
     assert rows["zero", "ppl-sum"]["acc"] == rows["zero", "ppl-mean"]["acc"]
+
+
+def test_bench_output_is_written_per_task_and_resumable(tmp_path: Path) -> None:
+    from genclf_harness.cli.bench_strategies import StrategyResult, _resumed_rows, _write, format_table
+
+    header = {"dataset": "sst2", "split": "test", "limit": 3, "model": "hf", "model_args": "pretrained=x",
+              "generation_chat_template": True, "prior_matching": True}
+    row = StrategyResult("sim3", "gen", "genclf_sst2_sim3_gen", 3, 0.5, 0.4, None, None, 1 / 3, 2.0, ("meh",))
+    path = tmp_path / "out.json"
+    _write(str(path), header, [row], complete=False)
+    assert json.loads(path.read_text())["complete"] is False
+    assert _resumed_rows(str(path), header) == [row]
+    with pytest.raises(SystemExit, match="limit"):
+        _resumed_rows(str(path), {**header, "limit": 4})
+    assert "| sim3 | gen | 0.500 | 0.400 |  |  | 0.333 | 2 |" in format_table(header, [row])

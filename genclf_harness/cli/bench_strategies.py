@@ -73,7 +73,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch_size", default="16", help="lm-eval batch size (default 16)")
     parser.add_argument("--device", default=None, help="lm-eval device (default: the model's default)")
     parser.add_argument("--json", action="store_true", help="print the rows as JSON instead of a table")
-    parser.add_argument("--output", default=None, help="also write the JSON to this file")
+    parser.add_argument("--output", default=None,
+                        help="also write the JSON to this file (rewritten after every task)")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the tasks already in --output (same settings) and run the rest")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -97,17 +100,6 @@ def run(args: argparse.Namespace) -> int:
     has_template = bool(getattr(tokenizer, "chat_template", None))
     chat = args.chat_template == "on" or (args.chat_template == "auto" and has_template)
 
-    rows: list[StrategyResult] = []
-    for number, (strategy, decoding, task) in enumerate(plan, start=1):
-        started = time.perf_counter()
-        samples = _evaluate(lm, task_manager, task, args.limit, chat and decoding == "gen")
-        seconds = time.perf_counter() - started
-        print(f"[{number}/{len(plan)}] {task}: {len(samples)} documents, {seconds:.1f} s", file=sys.stderr)
-        if decoding == "gen":
-            rows.append(_generative_row(strategy, task, samples, seconds))
-        else:
-            rows += _scored_rows(strategy, task, samples, seconds, lm)
-
     header = {
         "dataset": spec.name,
         "split": spec.eval_split,
@@ -117,12 +109,52 @@ def run(args: argparse.Namespace) -> int:
         "generation_chat_template": chat,
         "prior_matching": _calibration() is not None,
     }
-    payload = {**header, "rows": [asdict(r) for r in rows]}
+    rows = _resumed_rows(args.output, header) if args.resume else []
+    done = {row.task for row in rows}
+    for number, (strategy, decoding, task) in enumerate(plan, start=1):
+        if task in done:
+            print(f"[{number}/{len(plan)}] {task}: kept from {args.output}", file=sys.stderr)
+            continue
+        started = time.perf_counter()
+        samples = _evaluate(lm, task_manager, task, args.limit, chat and decoding == "gen")
+        seconds = time.perf_counter() - started
+        print(f"[{number}/{len(plan)}] {task}: {len(samples)} documents, {seconds:.1f} s", file=sys.stderr)
+        if decoding == "gen":
+            rows.append(_generative_row(strategy, task, samples, seconds))
+        else:
+            rows += _scored_rows(strategy, task, samples, seconds, lm)
+        if args.output:
+            _write(args.output, header, rows, complete=False)
+
+    wanted = {task for _, _, task in plan}
+    rows = [row for row in rows if row.task in wanted]
     if args.output:
-        with open(args.output, "w", encoding="utf-8") as handle:
-            json.dump(payload, handle, indent=2)
+        _write(args.output, header, rows, complete=True)
+    payload = {**header, "complete": True, "rows": [asdict(r) for r in rows]}
     print(json.dumps(payload, indent=2) if args.json else format_table(header, rows))
     return 0
+
+
+def _write(path: str, header: dict[str, Any], rows: Sequence[StrategyResult], complete: bool) -> None:
+    """Write the JSON after every task (atomically), so an interrupted sweep can be resumed."""
+    payload = {**header, "complete": complete, "rows": [asdict(r) for r in rows]}
+    partial = f"{path}.partial"
+    with open(partial, "w", encoding="utf-8") as handle:
+        json.dump(payload, handle, indent=2)
+    os.replace(partial, path)
+
+
+def _resumed_rows(path: str | None, header: dict[str, Any]) -> list[StrategyResult]:
+    """The rows of an earlier run written to ``path`` with the same settings (none otherwise)."""
+    if not path or not os.path.isfile(path):
+        return []
+    with open(path, encoding="utf-8") as handle:
+        earlier = json.load(handle)
+    differing = [key for key, value in header.items() if earlier.get(key) != value]
+    if differing:
+        raise SystemExit(f"genclf-bench strategies: cannot resume from {path}: its {', '.join(differing)} differ")
+    return [StrategyResult(**{**row, "unparseable_examples": tuple(row.get("unparseable_examples", ()))})
+            for row in earlier["rows"]]
 
 
 def _split(value: str) -> list[str]:
