@@ -8,7 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from genclf_harness import calibration
 from genclf_harness.cli.eval import main as genclf_eval
+from genclf_harness.harness.classification_task import DEFAULT_INDUCTIVE_DOCS
 from genclf_harness.harness.metrics import CONTENT_FREE_INPUTS, split_metric_name
 
 
@@ -36,7 +38,8 @@ def test_anchor_requests_are_built_once_per_task_with_the_task_prompt() -> None:
         by_doc.setdefault(instance.doc_id, []).append(instance)
     sizes = sorted(len(v) for v in by_doc.values())
     extra = len(CONTENT_FREE_INPUTS) + 2  # content-free inputs, the domain premise, the empty context
-    assert sizes == [2] * 5 + [2 + 2 * extra]
+    inductive = DEFAULT_INDUCTIVE_DOCS  # training documents for the *_ind metrics
+    assert sizes == [2] * 5 + [2 + 2 * (extra + inductive)]
     anchor = max(by_doc.values(), key=len)
     contexts = [inst.arguments[0] for inst in anchor[2:]]
     instruction = "Decide whether each hypothesis follows from its premise: answer True or False.\n\n"
@@ -46,9 +49,29 @@ def test_anchor_requests_are_built_once_per_task_with_the_task_prompt() -> None:
     assert contexts[8] == contexts[9] == ""  # unconditional, as lm-eval's acc_mutual_info
     assert [inst.arguments[1] for inst in anchor[2:4]] == [" True", " False"]
     assert [inst.idx for inst in anchor] == list(range(len(anchor)))
+    # then the queries of a seeded sample of training documents, in the same frame, each label after each
+    train = task.training_docs()
+    train_queries = {task.doc_to_text(doc) for doc in train}
+    tested = {task.doc_to_text(doc) for doc in task.eval_docs}
+    inductive_contexts = contexts[2 * extra::2]
+    assert len(set(inductive_contexts)) == inductive
+    for context in inductive_contexts:
+        assert context.startswith(instruction)
+        assert context[len(instruction):] in train_queries and context[len(instruction):] not in tested
+    assert [inst.arguments[0] for inst in anchor[2 + 2 * extra:]][1::2] == inductive_contexts
     # a second build (another lm-eval run in the same process) gets its anchor again
     task.build_all_requests(limit=3, rank=0, world_size=1)
-    assert len(task.instances) == 3 * 2 + 2 * extra
+    assert len(task.instances) == 3 * 2 + 2 * (extra + inductive)
+
+
+def test_inductive_metrics_without_documents_fail_before_scoring() -> None:
+    task = _task("genclf_rte")
+    task.config.metadata = {**(task.config.metadata or {}), "inductive_docs": 0}
+    with pytest.raises(ValueError, match=r"genclf_rte: the metrics \['acc_bc_ind'.*inductive_docs is 0"):
+        task.build_all_requests(limit=2, rank=0, world_size=1)
+    task.config.metadata["inductive_docs"] = "many"
+    with pytest.raises(ValueError, match="whole number"):
+        task.build_all_requests(limit=2, rank=0, world_size=1)
 
 
 def test_calibration_lifts_macro_f1_on_a_biased_task(tmp_path: Path) -> None:
@@ -76,6 +99,18 @@ def test_calibration_lifts_macro_f1_on_a_biased_task(tmp_path: Path) -> None:
     lls = np.array([s["genclf"]["label_loglikelihoods"] for s in samples])
     assert np.mean(lls.argmax(axis=1) == gold) == pytest.approx(sst2["acc,none"])
     assert "acc_prior" not in samples[0]  # one copy of the scores per sample, not one per metric
+
+    # Inductive: fitted on the anchor's training-split documents, applied to the evaluated ones.
+    anchor = next(s["genclf"]["anchor_scores"] for s in samples if "anchor_scores" in s["genclf"])
+    train_scores = np.array(anchor["inductive"])
+    assert train_scores.shape == (DEFAULT_INDUCTIVE_DOCS, 2)
+    fitted = calibration.fit("prior", train_scores)
+    assert np.mean(fitted.apply(lls).argmax(axis=1) == gold) == pytest.approx(sst2["acc_prior_ind,none"])
+    assert fits["prior_ind"]["fitted_on"]["num_rows"] == DEFAULT_INDUCTIVE_DOCS
+    np.testing.assert_allclose(np.array(samples[0]["genclf"]["probs"]["prior_ind"]),
+                               np.exp(fitted.apply(lls[:1]))[0], atol=1e-6)
+    # fitted on other documents, the offsets still remove most of the label bias
+    assert sst2["f1_macro_prior_ind,none"] > sst2["f1_macro,none"]
 
 
 @pytest.mark.slow

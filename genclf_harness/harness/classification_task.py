@@ -9,10 +9,16 @@ their scores to the corpus-level aggregations (``genclf_harness.harness.metrics`
 
 The extra contexts are the anchor's own context with its input replaced, so they keep the
 instruction, the demonstrations and the chat template of the real prompts.
+
+For inductive calibration the anchor also carries ``inductive_docs`` unlabelled documents of the
+task's training split (a seeded sample; task metadata, default ``DEFAULT_INDUCTIVE_DOCS``, set it
+with ``--metadata '{"inductive_docs": 200}'``), their queries put into the anchor's context the
+same way. The ``*_ind`` metrics fit on those and apply the fit to the evaluated documents.
 """
 
 from __future__ import annotations
 
+import random
 import re
 from typing import Any
 
@@ -20,7 +26,7 @@ from lm_eval.api.instance import Instance
 from lm_eval.api.task import ConfigurableTask
 
 from genclf_harness.data import get_spec
-from genclf_harness.harness.metrics import ANCHOR_SECTIONS, CONTENT_FREE_INPUTS, make_item
+from genclf_harness.harness.metrics import ANCHOR_SECTIONS, CONTENT_FREE_INPUTS, INDUCTIVE_SECTION, make_item
 from genclf_harness.data.specs import DatasetSpec
 from genclf_harness.prompts import render_input
 
@@ -69,7 +75,33 @@ class GenclfClassificationTask(ConfigurableTask):
             swap(render_input(spec, {name: text for name in spec.input_fields}))
             for text in CONTENT_FREE_INPUTS
         ]
-        return [*content_free, swap(_answer_cue(spec)), ""]
+        inductive = [swap(self.doc_to_text(other)) for other in self._inductive_docs()]
+        return [*content_free, swap(_answer_cue(spec)), "", *inductive]
+
+    def _inductive_docs(self) -> list[dict]:
+        """A seeded sample of the training split's documents (their labels are never read)."""
+        metadata = self.config.metadata if isinstance(self.config.metadata, dict) else {}
+        raw = metadata.get("inductive_docs", DEFAULT_INDUCTIVE_DOCS)
+        try:
+            wanted = int(raw)
+        except (TypeError, ValueError):
+            raise ValueError(f"{self.config.task}: metadata inductive_docs must be a whole number, not {raw!r}") from None
+        if wanted < 0:
+            raise ValueError(f"{self.config.task}: metadata inductive_docs must be >= 0, not {wanted}")
+        inductive_metrics = sorted(name for name in self._metric_fn_list if name.endswith("_ind"))
+        if not inductive_metrics:
+            return []  # no inductive metric asked for: do not pay for the documents
+        # Said before any scoring, not after it in the aggregation.
+        why = ("inductive_docs is 0" if wanted == 0
+               else "it has no training split" if not self.has_training_docs()
+               else "its training split is the evaluated split" if self.config.training_split == self.config.test_split
+               else None)
+        if why:
+            raise ValueError(f"{self.config.task}: the metrics {inductive_metrics} fit on training-split documents, "
+                             f"but {why}; remove them from metric_list or give --metadata '{{\"inductive_docs\": 100}}'")
+        docs = self.training_docs()
+        chosen = sorted(random.Random(INDUCTIVE_SEED).sample(range(len(docs)), min(wanted, len(docs))))
+        return [docs[i] for i in chosen]
 
     def _process_document(self, doc: dict, results: list[tuple[float, bool]]) -> dict[str, Any]:
         num_choices = len(self.doc_to_choice(doc))
@@ -80,8 +112,15 @@ class GenclfClassificationTask(ConfigurableTask):
             anchor = {"task": self.config.task}
             for name, rows in ANCHOR_SECTIONS:
                 anchor[name] = [[next(sections) for _ in range(num_choices)] for _ in range(rows)]
+            rest = list(sections)  # the inductive documents' rows, however many were built
+            anchor[INDUCTIVE_SECTION] = [rest[i:i + num_choices] for i in range(0, len(rest), num_choices)]
         item = make_item(doc_id=doc.get("id"), gold=int(self.doc_to_target(doc)), lls=lls[:num_choices], anchor=anchor)
         return {name: (item.correct if name == "acc" else item) for name in self._metric_fn_list}
+
+
+DEFAULT_INDUCTIVE_DOCS = 100
+"""Training documents the anchor carries for inductive calibration when the task names no number."""
+INDUCTIVE_SEED = 1234
 
 
 def _answer_cue(spec: DatasetSpec) -> str:

@@ -9,7 +9,10 @@ of every rank. Metric names read ``<metric>[_<method>]``:
   ``genclf_harness.calibration``), or ``oracle`` (offsets chosen with the labels: an upper bound
   for analysis, never a result).
 
-Fitted methods are transductive here (fitted on the evaluated documents' scores, no labels).
+Fitted methods are transductive (fitted on the evaluated documents' scores, no labels) and,
+with the suffix ``_ind``, inductive: ``prior_ind``, ``prior_em_ind``, ``bc_ind`` are fitted on the
+scores of unlabelled training-split documents that the anchor carries (task metadata
+``inductive_docs``) and applied to the evaluated documents.
 A YAML names an aggregation as ``!function genclf_harness.harness.metrics.<metric name>``; the
 functions are made on demand by the module's ``__getattr__``.
 """
@@ -32,6 +35,8 @@ CONTENT_FREE_INPUTS: tuple[str, ...] = ("N/A", "", "[MASK]")
 
 ANCHOR_SECTIONS: tuple[tuple[str, int], ...] = (("cc", len(CONTENT_FREE_INPUTS)), ("dcpmi", 1), ("pmi", 1))
 """The extra score rows the anchor document carries, in request order: (section, rows)."""
+INDUCTIVE_SECTION = "inductive"
+"""The anchor's last section: one row per inductive (training-split) document, any number."""
 
 _METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
     "acc": cal.accuracy,
@@ -43,7 +48,8 @@ _METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
 }
 _DOCUMENT_FITTED = ("prior", "prior_em", "bc")
 _SIDE_INPUT = {"cc": "content_free_logprobs", "dcpmi": "domain_logprobs", "pmi": "unconditional_logprobs"}
-METHOD_NAMES: tuple[str, ...] = (*_DOCUMENT_FITTED, *_SIDE_INPUT, "oracle")
+_INDUCTIVE = tuple(f"{method}_ind" for method in _DOCUMENT_FITTED)
+METHOD_NAMES: tuple[str, ...] = (*_DOCUMENT_FITTED, *_INDUCTIVE, *_SIDE_INPUT, "oracle")
 
 FITTED: dict[str, dict[str, dict[str, Any]]] = {}
 """task -> method -> the fitted calibration (``to_dict()``), filled by the aggregations, read by
@@ -98,6 +104,16 @@ def calibrated_logprobs(items: Sequence[ScoreItem], method: str | None) -> tuple
         return cal.normalize(scores + offsets), gold
     if method in _DOCUMENT_FITTED:
         fitted = cal.fit(method, scores, split="evaluated documents")
+    elif method in _INDUCTIVE:
+        anchor = next((item.anchor for item in items if item.anchor), None)
+        rows = (anchor or {}).get(INDUCTIVE_SECTION) or []
+        if not rows:
+            raise ValueError(
+                f"calibration {method!r} needs inductive documents: give the task metadata inductive_docs > 0 "
+                "(e.g. --metadata '{\"inductive_docs\": 100}') and a training split other than the evaluated one"
+            )
+        fitted = cal.fit(method.removesuffix("_ind"), np.asarray(rows, dtype=np.float64),
+                         split=f"inductive: {len(rows)} training documents")
     else:
         anchor = next((item.anchor for item in items if item.anchor), None)
         if anchor is None:
@@ -139,7 +155,7 @@ def annotate_samples(samples: list[dict[str, Any]]) -> None:
     if not items or any(item is None for item in items):
         return
     probabilities: dict[str, np.ndarray] = {}
-    for method in (None, *_DOCUMENT_FITTED, *_SIDE_INPUT):
+    for method in (None, *_DOCUMENT_FITTED, *_INDUCTIVE, *_SIDE_INPUT):
         try:
             logprobs, _ = calibrated_logprobs(items, method)
         except ValueError as err:  # e.g. no anchor scores: leave that method out, say why
