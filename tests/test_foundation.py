@@ -174,3 +174,4 @@ def test_wheel_ships_tasks_and_configs(tmp_path: Path) -> None:
         next(n for n in names if n.endswith("entry_points.txt"))).decode()
     assert "genclf-eval = genclf_harness.cli.eval:main" in entry_points
     assert "[lm_eval.models]" in entry_points
+    assert "genclf-vllm = genclf_harness.harness.vllm_model:GenclfVLLM" in entry_points
