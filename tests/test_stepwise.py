@@ -208,6 +208,7 @@ def test_generated_verdicts_are_parsed_per_step(judge):
     assert out.first_error == first_error(out.scores)
 
 
+@pytest.mark.slow  # minutes on a loaded 2-core CPU (model load, lm-eval / GRPO)
 def test_processbench_task_runs_in_lm_eval_and_matches_the_judge(judge, default_model_dir):
     import lm_eval
     from lm_eval.tasks import TaskManager
@@ -382,6 +383,7 @@ def test_stepwiser_configs_load_and_reward():
         reward(["p"], ["Verdict: Yes"])
 
 
+@pytest.mark.slow  # minutes on a loaded 2-core CPU (model load, lm-eval / GRPO)
 def test_a_few_steps_of_stepwiser_training(tmp_path, default_model_dir):
     """Labels from real ProcessBench solutions (steps before the first error: positive; the first
     error: negative), then two GRPO steps with the verdict-match reward on the real model."""
