@@ -349,6 +349,7 @@ def test_chunk_reset_search_resamples_rejected_chunks(judge):
     assert result.text.endswith("The answer is 5.")
 
 
+@pytest.mark.slow  # sampling and judging on a loaded 2-core CPU takes minutes
 def test_chunk_reset_search_with_the_real_policy(judge):
     from genclf_harness.backends.generation import HFGenerator
     from genclf_harness.verifiers.problems import GSM8K
