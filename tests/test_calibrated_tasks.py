@@ -64,11 +64,16 @@ def test_anchor_requests_are_built_once_per_task_with_the_task_prompt() -> None:
     assert len(task.instances) == 3 * 2 + 2 * (extra + inductive)
 
 
-def test_inductive_metrics_without_documents_fail_before_scoring() -> None:
+def test_without_inductive_documents_the_ind_metrics_are_left_out() -> None:
     task = _task("genclf_rte")
     task.config.metadata = {**(task.config.metadata or {}), "inductive_docs": 0}
-    with pytest.raises(ValueError, match=r"genclf_rte: the metrics \['acc_bc_ind'.*inductive_docs is 0"):
-        task.build_all_requests(limit=2, rank=0, world_size=1)
+    task.build_all_requests(limit=2, rank=0, world_size=1)
+    extra = len(CONTENT_FREE_INPUTS) + 2
+    assert len(task.instances) == 2 * 2 + 2 * extra  # nothing scored for them
+    doc = task.eval_docs[0]
+    names = set(task.process_results(doc, [(-1.0, False), (-2.0, False)]))
+    assert "acc_prior" in names and "acc_bc" in names
+    assert not {name for name in names if name.endswith("_ind")}
     task.config.metadata["inductive_docs"] = "many"
     with pytest.raises(ValueError, match="whole number"):
         task.build_all_requests(limit=2, rank=0, world_size=1)

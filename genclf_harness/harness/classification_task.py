@@ -13,11 +13,14 @@ instruction, the demonstrations and the chat template of the real prompts.
 For inductive calibration the anchor also carries ``inductive_docs`` unlabelled documents of the
 task's training split (a seeded sample; task metadata, default ``DEFAULT_INDUCTIVE_DOCS``, set it
 with ``--metadata '{"inductive_docs": 200}'``), their queries put into the anchor's context the
-same way. The ``*_ind`` metrics fit on those and apply the fit to the evaluated documents.
+same way. The ``*_ind`` metrics fit on those and apply the fit to the evaluated documents; with
+``inductive_docs`` 0 (or no training split apart from the evaluated one) they are left out of the
+results and nothing extra is scored.
 """
 
 from __future__ import annotations
 
+import logging
 import random
 import re
 from typing import Any
@@ -29,6 +32,8 @@ from genclf_harness.data import get_spec
 from genclf_harness.harness.metrics import ANCHOR_SECTIONS, CONTENT_FREE_INPUTS, INDUCTIVE_SECTION, make_item
 from genclf_harness.data.specs import DatasetSpec
 from genclf_harness.prompts import render_input
+
+logger = logging.getLogger(__name__)
 
 
 class GenclfClassificationTask(ConfigurableTask):
@@ -42,6 +47,7 @@ class GenclfClassificationTask(ConfigurableTask):
         config["process_results"] = self._process_document
         super().__init__(config=config, **kwargs)
         self._anchor_built = False
+        self._inductive = False
 
     def build_all_requests(self, *args: Any, **kwargs: Any) -> None:
         self._anchor_built = False
@@ -76,6 +82,7 @@ class GenclfClassificationTask(ConfigurableTask):
             for text in CONTENT_FREE_INPUTS
         ]
         inductive = [swap(self.doc_to_text(other)) for other in self._inductive_docs()]
+        self._inductive = bool(inductive)
         return [*content_free, swap(_answer_cue(spec)), "", *inductive]
 
     def _inductive_docs(self) -> list[dict]:
@@ -88,17 +95,12 @@ class GenclfClassificationTask(ConfigurableTask):
             raise ValueError(f"{self.config.task}: metadata inductive_docs must be a whole number, not {raw!r}") from None
         if wanted < 0:
             raise ValueError(f"{self.config.task}: metadata inductive_docs must be >= 0, not {wanted}")
-        inductive_metrics = sorted(name for name in self._metric_fn_list if name.endswith("_ind"))
-        if not inductive_metrics:
-            return []  # no inductive metric asked for: do not pay for the documents
-        # Said before any scoring, not after it in the aggregation.
-        why = ("inductive_docs is 0" if wanted == 0
-               else "it has no training split" if not self.has_training_docs()
-               else "its training split is the evaluated split" if self.config.training_split == self.config.test_split
-               else None)
-        if why:
-            raise ValueError(f"{self.config.task}: the metrics {inductive_metrics} fit on training-split documents, "
-                             f"but {why}; remove them from metric_list or give --metadata '{{\"inductive_docs\": 100}}'")
+        if wanted == 0 or not any(name.endswith("_ind") for name in self._metric_fn_list):
+            return []  # none asked for: the *_ind metrics are left out of the results, nothing is scored
+        if not self.has_training_docs() or self.config.training_split == self.config.test_split:
+            logger.warning("%s: no training split apart from the evaluated one; the inductive (*_ind) metrics "
+                           "are left out", self.config.task)
+            return []
         docs = self.training_docs()
         chosen = sorted(random.Random(INDUCTIVE_SEED).sample(range(len(docs)), min(wanted, len(docs))))
         return [docs[i] for i in chosen]
@@ -115,7 +117,8 @@ class GenclfClassificationTask(ConfigurableTask):
             rest = list(sections)  # the inductive documents' rows, however many were built
             anchor[INDUCTIVE_SECTION] = [rest[i:i + num_choices] for i in range(0, len(rest), num_choices)]
         item = make_item(doc_id=doc.get("id"), gold=int(self.doc_to_target(doc)), lls=lls[:num_choices], anchor=anchor)
-        return {name: (item.correct if name == "acc" else item) for name in self._metric_fn_list}
+        return {name: (item.correct if name == "acc" else item) for name in self._metric_fn_list
+                if self._inductive or not name.endswith("_ind")}
 
 
 DEFAULT_INDUCTIVE_DOCS = 100
