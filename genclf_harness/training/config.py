@@ -205,6 +205,35 @@ def load_config(cls: type[C], path: str | os.PathLike[str] | None, overrides: Se
     return build_config(cls, raw, where)
 
 
+# -- the command line of a recipe ---------------------------------------------------------------
+
+
+def add_resume_argument(parser: Any) -> None:
+    """``--resume`` for a recipe's ``genclf-train`` subcommand (every recipe saves checkpoints)."""
+    parser.add_argument("--resume", action="store_true",
+                        help="resume from the last checkpoint in train.output_dir (train.resume_from_checkpoint=true)")
+
+
+def load_recipe_config(cls: type[C], args: Any) -> C | None:
+    """The recipe's config from ``genclf-train`` arguments (``--config``, ``--set``, ``--resume``).
+
+    Every config error is printed (naming the recipe) before any model loads, and None is returned so
+    the caller exits with status 2; on success the recipe's log file in ``train.output_dir`` is set up.
+    """
+    import sys
+
+    overrides = list(args.set) + (["train.resume_from_checkpoint=true"] if getattr(args, "resume", False) else [])
+    try:
+        config = load_config(cls, args.config, overrides)
+    except ConfigError as err:
+        print(f"genclf-train {args.recipe}: {err}", file=sys.stderr)
+        return None
+    from genclf_harness.training.records import setup_logging  # imports transformers: only once the config is good
+
+    setup_logging(config.train.output_dir)  # type: ignore[attr-defined]
+    return config
+
+
 def build_config(cls: type[C], raw: Mapping[str, Any], where: str = "<config>") -> C:
     """``cls`` (a dataclass of sections) from a nested mapping, every key and value checked."""
     hints = typing.get_type_hints(cls)

@@ -21,12 +21,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from genclf_harness.training.config import ConfigError, ModelConfig, Section, load_config, to_dict
+from genclf_harness.training.config import ModelConfig, Section, add_resume_argument, load_recipe_config, to_dict
 from genclf_harness.training.sft import SFTTrainConfig, TrainResult, run_sft
 
 logger = logging.getLogger(__name__)
@@ -220,21 +219,13 @@ def train_genrm(config: GenRMRecipeConfig, *, extra_candidates: Sequence[Any] = 
     )
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--resume", action="store_true",
-                        help="resume from the last checkpoint in train.output_dir (train.resume_from_checkpoint=true)")
+add_arguments = add_resume_argument
 
 
 def run(args: argparse.Namespace) -> int:
-    from genclf_harness.training.records import setup_logging
-
-    overrides = list(args.set) + (["train.resume_from_checkpoint=true"] if getattr(args, "resume", False) else [])
-    try:
-        config = load_config(GenRMRecipeConfig, args.config, overrides)  # every error before a model loads
-    except ConfigError as err:
-        print(f"genclf-train {args.recipe}: {err}", file=sys.stderr)
+    config = load_recipe_config(GenRMRecipeConfig, args)  # every error before a model loads
+    if config is None:
         return 2
-    setup_logging(config.train.output_dir)
     result = train_genrm(config, config_path=args.config)
     print(_summary(result.figures) if result.figures else f"saved to {result.output_dir}")
     return 0

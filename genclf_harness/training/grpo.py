@@ -23,13 +23,12 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import logging
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from genclf_harness.training.config import ConfigError, DataConfig, EvalConfig, ModelConfig, Section, load_config, to_dict
+from genclf_harness.training.config import DataConfig, EvalConfig, ModelConfig, Section, add_resume_argument, load_recipe_config, to_dict
 from genclf_harness.training.trainer_config import TrainerSection
 
 logger = logging.getLogger(__name__)
@@ -227,22 +226,15 @@ def train_classifier(config: GRPORecipeConfig, config_path: str | None = None) -
     return TrainResult(output_dir, dict(outcome.metrics), figures, seconds, trainer.model, tokenizer)
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--resume", action="store_true",
-                        help="resume from the last checkpoint in train.output_dir (train.resume_from_checkpoint=true)")
+add_arguments = add_resume_argument
 
 
 def run(args: argparse.Namespace) -> int:
-    from genclf_harness.training.records import setup_logging
     from genclf_harness.training.sft import summarize
 
-    overrides = list(args.set) + (["train.resume_from_checkpoint=true"] if getattr(args, "resume", False) else [])
-    try:
-        config = load_config(GRPORecipeConfig, args.config, overrides)  # every error before a model loads
-    except ConfigError as err:
-        print(f"genclf-train {args.recipe}: {err}", file=sys.stderr)
+    config = load_recipe_config(GRPORecipeConfig, args)  # every error before a model loads
+    if config is None:
         return 2
-    setup_logging(config.train.output_dir)
     if config.model.init_from is None:
         logger.warning("model.init_from is not set: GRPO starts from the base model, which rarely answers with a "
                        "bare label, so the label reward gives little signal; run SFT first (GenCLS++ warm-up)")

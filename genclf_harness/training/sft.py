@@ -21,14 +21,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from genclf_harness.training.config import ConfigError, DataConfig, EvalConfig, ModelConfig, load_config, to_dict
+from genclf_harness.training.config import DataConfig, EvalConfig, ModelConfig, add_resume_argument, load_recipe_config, to_dict
 from genclf_harness.training.trainer_config import TrainerSection
 
 logger = logging.getLogger(__name__)
@@ -211,21 +210,13 @@ def summarize(figures: Mapping[str, Any]) -> str:
     return ", ".join(parts)
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--resume", action="store_true",
-                        help="resume from the last checkpoint in train.output_dir (train.resume_from_checkpoint=true)")
+add_arguments = add_resume_argument
 
 
 def run(args: argparse.Namespace) -> int:
-    from genclf_harness.training.records import setup_logging
-
-    overrides = list(args.set) + (["train.resume_from_checkpoint=true"] if getattr(args, "resume", False) else [])
-    try:
-        config = load_config(SFTRecipeConfig, args.config, overrides)  # every error before a model loads
-    except ConfigError as err:
-        print(f"genclf-train {args.recipe}: {err}", file=sys.stderr)
+    config = load_recipe_config(SFTRecipeConfig, args)  # every error before a model loads
+    if config is None:
         return 2
-    setup_logging(config.train.output_dir)
     result = train_classifier(config, config_path=args.config)
     print(summarize(result.figures) if result.figures else f"saved to {result.output_dir}")
     return 0

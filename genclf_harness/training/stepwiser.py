@@ -24,14 +24,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from genclf_harness.training.config import ConfigError, ModelConfig, Section, load_config, to_dict
+from genclf_harness.training.config import ModelConfig, Section, add_resume_argument, load_recipe_config, to_dict
 from genclf_harness.training.grpo import GRPOTrainConfig
 from genclf_harness.training.rewards import completion_text
 
@@ -329,21 +328,13 @@ def evaluate_processbench(model: Any, tokenizer: Any, split: str, limit: int, *,
     return {"processbench": split, "solutions": len(examples), **scores.as_dict()}
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--resume", action="store_true",
-                        help="resume from the last checkpoint in train.output_dir (train.resume_from_checkpoint=true)")
+add_arguments = add_resume_argument
 
 
 def run(args: argparse.Namespace) -> int:
-    from genclf_harness.training.records import setup_logging
-
-    overrides = list(args.set) + (["train.resume_from_checkpoint=true"] if getattr(args, "resume", False) else [])
-    try:
-        config = load_config(StepWiserRecipeConfig, args.config, overrides)  # every error before a model loads
-    except ConfigError as err:
-        print(f"genclf-train {args.recipe}: {err}", file=sys.stderr)
+    config = load_recipe_config(StepWiserRecipeConfig, args)  # every error before a model loads
+    if config is None:
         return 2
-    setup_logging(config.train.output_dir)
     record = train_stepwiser(config, config_path=args.config)
     rewards = [e["reward"] for e in record["log_history"] if "reward" in e]
     print(f"saved to {config.train.output_dir}: {record['examples']} labelled steps {record['label_counts']}; "
