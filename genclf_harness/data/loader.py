@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from genclf_harness.data.jsonl import iter_jsonl
 from genclf_harness.data.specs import DataError, DatasetSpec, get_spec
 
 DATA_DIR_ENV = "GENCLF_DATA_DIR"
@@ -57,17 +58,11 @@ def load_split(name: str, split: str, data_dir: str | os.PathLike[str] | None = 
 def _read_local(spec: DatasetSpec, path: Path) -> list[Row]:
     _check_meta(spec, path.parent / "meta.json")
     rows: list[Row] = []
-    with open(path, encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                raw = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(f"{path}:{line_no}: not valid JSON ({err.msg}).") from None
-            if not isinstance(raw, dict):
-                raise DataError(f"{path}:{line_no}: a row must be a JSON object.")
-            rows.append(_normalise(spec, raw, f"{path}:{line_no}", default_id=f"{spec.name}-{line_no}"))
+    for line_no, raw in iter_jsonl(path, DataError):
+        where = f"{path}:{line_no}"
+        if not isinstance(raw, dict):
+            raise DataError(f"{where}: a row must be a JSON object.")
+        rows.append(_normalise(spec, raw, where, default_id=f"{spec.name}-{line_no}"))
     return rows
 
 

@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from genclf_harness.backends.generation import Generator, SamplingSettings, chat_prompt, generate_with
+from genclf_harness.data.jsonl import iter_jsonl
 from genclf_harness.verifiers.pairwise import PointwiseJudge
 
 
@@ -159,20 +160,14 @@ def read_prompts(path: str | os.PathLike[str], field_name: str = "prompt", limit
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist")
     prompts: list[str] = []
-    with open(path, encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, start=1):
-            if limit is not None and len(prompts) >= limit:
-                break
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{line_no}: not valid JSON ({err.msg})") from None
-            value = row.get(field_name) if isinstance(row, dict) else None
-            if not isinstance(value, str) or not value.strip():
-                raise ValueError(f"{path}:{line_no}: field {field_name!r} is missing or not a non-empty string")
-            prompts.append(value)
+    for line_no, row in iter_jsonl(path):
+        if limit is not None and len(prompts) >= limit:
+            break
+        where = f"{path}:{line_no}"
+        value = row.get(field_name) if isinstance(row, dict) else None
+        if not isinstance(value, str) or not value.strip():
+            raise ValueError(f"{where}: field {field_name!r} is missing or not a non-empty string")
+        prompts.append(value)
     if not prompts:
         raise ValueError(f"{path}: no prompts")
     return prompts

@@ -33,7 +33,6 @@ The data: LLMBar (``$GENCLF_DATA_DIR/llmbar/test.jsonl``: ``id``, ``subset``, ``
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -42,6 +41,7 @@ from typing import Any, Literal
 
 from genclf_harness.backends.generation import has_chat_template
 from genclf_harness.backends.protocol import LabelPrompt, Scorer
+from genclf_harness.data.jsonl import iter_jsonl
 from genclf_harness.verifiers.format import VerificationFormat
 from genclf_harness.verifiers.genrm import GenRM, Verdict
 
@@ -113,17 +113,11 @@ def read_pairs(path: str | Path, limit: int | None = None) -> list[PreferencePai
     if not path.is_file():
         raise PreferenceDataError(f"{path} does not exist")
     pairs: list[PreferencePair] = []
-    with open(path, encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, start=1):
-            if limit is not None and len(pairs) >= limit:
-                break
-            if not line.strip():
-                continue
-            try:
-                raw = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise PreferenceDataError(f"{path}:{line_no}: not valid JSON ({err.msg})") from None
-            pairs.append(parse_pair(raw, f"{path}:{line_no}"))
+    for line_no, raw in iter_jsonl(path, PreferenceDataError):
+        if limit is not None and len(pairs) >= limit:
+            break
+        where = f"{path}:{line_no}"
+        pairs.append(parse_pair(raw, where))
     if not pairs:
         raise PreferenceDataError(f"{path}: no preference pairs")
     return pairs

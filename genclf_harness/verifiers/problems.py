@@ -14,7 +14,6 @@ verifier training). Three are built in:
 
 from __future__ import annotations
 
-import json
 import random
 import re
 from collections.abc import Callable, Sequence
@@ -22,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from genclf_harness.data.jsonl import iter_jsonl
 from genclf_harness.verifiers import algorithmic
 from genclf_harness.verifiers.answers import answers_match, extract_number
 
@@ -101,22 +101,19 @@ def load_gsm8k(split: Split, count: int | None = None, seed: int = 0, data_dir: 
     if not path.is_file():
         raise DataError(f"GSM8K split {split!r} not found: {path} does not exist")
     problems: list[Problem] = []
-    with open(path, encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, start=1):
-            if count is not None and len(problems) >= count:
-                break
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                question, solution = row["question"], row["solution"]
-            except (json.JSONDecodeError, KeyError, TypeError) as err:
-                raise DataError(f"{path}:{line_no}: expected JSON with question and solution ({err})") from None
-            answer = extract_number(str(row.get("answer", "")) or solution)
-            if answer is None:
-                raise DataError(f"{path}:{line_no}: no numeric answer in {row.get('answer')!r}")
-            problems.append(Problem(str(row.get("id", f"gsm8k-{split}-{line_no}")), question, answer,
-                                    gsm8k_reference(solution)))
+    for line_no, row in iter_jsonl(path, DataError):
+        if count is not None and len(problems) >= count:
+            break
+        where = f"{path}:{line_no}"
+        try:
+            question, solution = row["question"], row["solution"]
+        except (KeyError, TypeError) as err:
+            raise DataError(f"{where}: expected JSON with question and solution ({err})") from None
+        answer = extract_number(str(row.get("answer", "")) or solution)
+        if answer is None:
+            raise DataError(f"{where}: no numeric answer in {row.get('answer')!r}")
+        problems.append(Problem(str(row.get("id", f"gsm8k-{split}-{line_no}")), question, answer,
+                                gsm8k_reference(solution)))
     return problems
 
 

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from genclf_harness.backends.generation import Generator
+from genclf_harness.data.jsonl import iter_jsonl
 from genclf_harness.verifiers.steps import check_steps
 
 LabelRule = Literal["abs_q", "rel_ratio", "rel_effective"]
@@ -200,22 +201,18 @@ def read_labels(path: str | os.PathLike[str]) -> list[LabelledStep]:
     if not source.is_file():
         raise FileNotFoundError(f"{source}: no such step-labels file")
     out = []
-    with source.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            where = f"{source}:{number}"
-            try:
-                row = json.loads(line)
-                steps = tuple(check_steps(row["steps"], f"{where}: steps"))
-                index, label = row["index"], row["label"]
-                problem = str(row["problem"])
-            except (json.JSONDecodeError, KeyError, TypeError) as err:
-                raise ValueError(f"{where}: expected a labelled step (problem, steps, index, label): {err}") from None
-            if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(steps):
-                raise ValueError(f"{where}: index {index!r} is not a step of a {len(steps)}-step solution")
-            if not isinstance(label, bool):
-                raise ValueError(f"{where}: label must be true or false, got {label!r}")
-            out.append(LabelledStep(str(row.get("id", "")), problem, steps, index, label,
-                                    float(row.get("q_before", math.nan)), float(row.get("q_after", math.nan))))
+    for line_no, row in iter_jsonl(source):
+        where = f"{source}:{line_no}"
+        try:
+            steps = tuple(check_steps(row["steps"], f"{where}: steps"))
+            index, label = row["index"], row["label"]
+            problem = str(row["problem"])
+        except (KeyError, TypeError) as err:
+            raise ValueError(f"{where}: expected a labelled step (problem, steps, index, label): {err}") from None
+        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(steps):
+            raise ValueError(f"{where}: index {index!r} is not a step of a {len(steps)}-step solution")
+        if not isinstance(label, bool):
+            raise ValueError(f"{where}: label must be true or false, got {label!r}")
+        out.append(LabelledStep(str(row.get("id", "")), problem, steps, index, label,
+                                float(row.get("q_before", math.nan)), float(row.get("q_after", math.nan))))
     return out

@@ -37,14 +37,15 @@ prediction is ``-1``) and their harmonic mean, "F1" (:func:`processbench_scores`
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
+
+from genclf_harness.data.jsonl import iter_jsonl
 
 SplitRule = Literal["lines", "paragraphs"]
 
@@ -272,26 +273,21 @@ def load_processbench(split: str, data_dir: str | os.PathLike[str] | None = None
     if not path.is_file():
         raise FileNotFoundError(f"{path}: ProcessBench file not found (is GENCLF_DATA_DIR right?)")
     examples = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{number}"
-            try:
-                row: dict[str, Any] = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{where}: not valid JSON ({err})") from None
-            label = row.get("first_error_step", row.get("label"))
-            if isinstance(label, bool) or not isinstance(label, int):
-                raise ValueError(f"{where}: first_error_step must be an integer (-1 or a step index), got {label!r}")
-            steps = check_steps(row.get("steps") or [], f"{where}: steps")
-            if not -1 <= label < len(steps):
-                raise ValueError(f"{where}: first_error_step {label} is out of range for {len(steps)} steps")
-            problem = row.get("problem")
-            if not isinstance(problem, str) or not problem.strip():
-                raise ValueError(f"{where}: problem must be a non-empty string")
-            examples.append(ProcessBenchExample(str(row.get("id", f"{split}-{number}")), problem, tuple(steps), label,
-                                                row.get("final_answer_correct")))
-            if limit is not None and len(examples) >= limit:
-                break
+    for line_no, row in iter_jsonl(path):
+        where = f"{path}:{line_no}"
+        if not isinstance(row, dict):
+            raise ValueError(f"{where}: a row must be a JSON object")
+        label = row.get("first_error_step", row.get("label"))
+        if isinstance(label, bool) or not isinstance(label, int):
+            raise ValueError(f"{where}: first_error_step must be an integer (-1 or a step index), got {label!r}")
+        steps = check_steps(row.get("steps") or [], f"{where}: steps")
+        if not -1 <= label < len(steps):
+            raise ValueError(f"{where}: first_error_step {label} is out of range for {len(steps)} steps")
+        problem = row.get("problem")
+        if not isinstance(problem, str) or not problem.strip():
+            raise ValueError(f"{where}: problem must be a non-empty string")
+        examples.append(ProcessBenchExample(str(row.get("id", f"{split}-{line_no}")), problem, tuple(steps), label,
+                                            row.get("final_answer_correct")))
+        if limit is not None and len(examples) >= limit:
+            break
     return examples
