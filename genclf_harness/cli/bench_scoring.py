@@ -106,9 +106,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--softmax_dtype", default=None,
                         help="log-softmax dtype for both (default: each its own: stock the model dtype, genclf float32)")
     parser.add_argument("--apply_chat_template", action="store_true")
-    parser.add_argument("--metadata", default=None,
-                        help="task metadata as JSON, as lm_eval --metadata; e.g. '{\"inductive_docs\": 10}' shrinks "
-                             "the calibration documents the first document carries (default: the task's own, 100)")
+    parser.add_argument("--metadata", default=BENCH_METADATA,
+                        help="task metadata as JSON, as lm_eval --metadata (default %(default)s: no training "
+                             "documents for the inductive calibration metrics, which are not what is measured; "
+                             "'{}' keeps the task's own 100)")
     parser.add_argument("--backend", choices=("hf", "vllm"), default="hf",
                         help="hf (this benchmark) or vllm (runs genclf-bench scoring-vllm per few-shot setting)")
     parser.add_argument("--json", action="store_true",
@@ -163,6 +164,10 @@ class TaskRequests:
     num_fewshot: int
     instances: list[Any]
     choices: dict[int, int]
+
+
+BENCH_METADATA = '{"inductive_docs": 0}'
+"""Scoring benchmarks time the evaluated documents: the ``*_ind`` calibration contexts are left out."""
 
 
 def load_tasks(names: list[str], metadata: str | None = None) -> dict[str, Any]:
@@ -519,6 +524,7 @@ def run_vllm(args: argparse.Namespace, tasks: list[str], fewshots: list[int]) ->
         vllm_args.pretrained = args.pretrained
         vllm_args.dtype = args.dtype
         vllm_args.apply_chat_template = args.apply_chat_template
+        vllm_args.metadata = args.metadata
         vllm_args.json = args.json or bool(args.output)
         captured = io.StringIO()
         with contextlib.redirect_stdout(captured):

@@ -42,6 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="more vllm.LLM arguments, k=v,k=v (default enforce_eager=True)")
     parser.add_argument("--repeats", type=int, default=1, help="scoring runs per model, in turns (median reported)")
     parser.add_argument("--apply_chat_template", action="store_true")
+    parser.add_argument("--metadata", default=None,
+                        help="task metadata as JSON, as lm_eval --metadata (default: genclf-bench scoring's, "
+                             "no training documents for the inductive calibration metrics)")
     parser.add_argument("--json", action="store_true", help="print one JSON object (the last line of stdout) instead of tables")
 
 
@@ -77,16 +80,12 @@ def stock_vllm_class() -> type:
     return VLLM
 
 
-def build_requests(tasks: list[str], limit: int, num_fewshot: int, apply_chat_template: bool, tokenizer: Any):
+def build_requests(tasks: list[str], limit: int, num_fewshot: int, apply_chat_template: bool, tokenizer: Any,
+                   metadata: str | None = None):
     """task -> (its loglikelihood Instances, documents' choice counts by doc_id)."""
-    from lm_eval.tasks import TaskManager
+    from genclf_harness.cli.bench_scoring import BENCH_METADATA, load_tasks
 
-    from genclf_harness.harness.registry import register
-    from genclf_harness.resources import tasks_dir
-
-    register()
-    manager = TaskManager(include_path=str(tasks_dir()))
-    loaded = manager.load(tasks)["tasks"]
+    loaded = load_tasks(tasks, BENCH_METADATA if metadata is None else metadata)
     out = {}
     for name in tasks:
         task = loaded[name]
@@ -170,7 +169,8 @@ def run(args: argparse.Namespace) -> int:
         startup[name] = time.perf_counter() - began
         print(f"[{name}] started in {startup[name]:.1f} s", file=sys.stderr, flush=True)
 
-    requests = build_requests(tasks, args.limit, args.num_fewshot, args.apply_chat_template, models[names[0]].tokenizer)
+    requests = build_requests(tasks, args.limit, args.num_fewshot, args.apply_chat_template, models[names[0]].tokenizer,
+                              getattr(args, "metadata", None))
     timings: dict[str, dict[str, list[float]]] = {name: {task: [] for task in tasks} for name in names}
     scores: dict[str, dict[str, list[float]]] = {name: {} for name in names}
     for repeat in range(args.repeats):
