@@ -298,6 +298,69 @@ def test_genclf_hflm_default_model_auto_batch_and_cache(tmp_path):
     assert first[0][0] > first[1][0]
 
 
+# -- prefix cache ------------------------------------------------------------------------------
+
+
+def step_prompts(data_dir: Path, tokenizer, solutions: int) -> list[LabelPrompt]:
+    """ProcessBench step prompts in the chat template: every step of a solution shares its head."""
+    from genclf_harness.verifiers.steps import DEFAULT_STEP_FORMAT
+
+    docs = [json.loads(line) for line in (data_dir / "processbench" / "gsm8k.jsonl").read_text().splitlines()[:solutions]]
+    prompts = []
+    for doc in docs:
+        for index in range(len(doc["steps"])):
+            message = DEFAULT_STEP_FORMAT.user_message(doc["problem"], doc["steps"], index)
+            context = tokenizer.apply_chat_template([{"role": "user", "content": message}],
+                                                    add_generation_prompt=True, tokenize=False)
+            prompts.append(LabelPrompt(context, ("Yes", "No", " Yes, it is")))
+    return prompts
+
+
+def test_prefix_cache_equals_batched_rows_and_stock_hf(data_dir, model, tokenizer, stock):
+    prompts = step_prompts(data_dir, tokenizer, 2)
+    batched_scorer = HFScorer(model, tokenizer, prefix_cache=False)
+    batched = batched_scorer.score(prompts, show_progress=False)
+    cached_scorer = HFScorer(model, tokenizer)  # auto: on, on a CPU, for prompts sharing this much
+    cached = cached_scorer.score(prompts, show_progress=False)
+    stats = cached_scorer.last_stats
+    assert stats.prefix_cached_rows >= len(prompts) and batched_scorer.last_stats.prefix_cached_rows == 0
+    context_tokens = sum(p.context_tokens for p in cached)
+    assert stats.reused_tokens > 0.5 * context_tokens  # the problem and the earlier steps, fed once
+    assert stats.forwarded_tokens < 0.6 * batched_scorer.last_stats.forwarded_tokens
+    assert_matches(cached, [[(c.logprob, c.is_greedy) for c in p.continuations] for p in batched])
+    assert_matches(cached[:4], stock_loglikelihoods(stock, prompts[:4]))
+
+
+def test_prefix_cache_auto_stays_off_without_shared_heads(data_dir, model, tokenizer):
+    prompts = zero_shot_prompts(data_dir, "agnews", 6)
+    auto = HFScorer(model, tokenizer)
+    auto.score(prompts, show_progress=False)
+    assert auto.last_stats.prefix_cached_rows == 0
+    forced = HFScorer(model, tokenizer, prefix_cache=True)
+    scored = forced.score(prompts, show_progress=False)  # forced on: still exact, nothing to reuse but "Article:"
+    assert forced.last_stats.prefix_cached_rows == forced.last_stats.batches >= len(prompts)
+    assert forced.last_stats.reused_tokens <= 3 * len(prompts)
+    reference = auto.score(prompts, show_progress=False)
+    assert_matches(scored, [[(c.logprob, c.is_greedy) for c in p.continuations] for p in reference])
+
+
+def test_prefix_cache_keeps_left_truncation(data_dir, model, tokenizer):
+    rows, labels = read_rows(data_dir, "agnews", "test", 3)
+    head = "Classify each news article into World, Sports, Business or Sci/Tech.\n\n"
+    prompts = [LabelPrompt(head + f"Article: {row['text']}\nTopic:", tuple(" " + label for label in labels)) for row in rows]
+    short_cached = HFScorer(model, tokenizer, max_length=40, prefix_cache=True).score(prompts, show_progress=False)
+    short_batched = HFScorer(model, tokenizer, max_length=40, prefix_cache=False).score(prompts, show_progress=False)
+    assert all(p.truncated for p in short_cached)
+    assert_matches(short_cached, [[(c.logprob, c.is_greedy) for c in p.continuations] for p in short_batched])
+
+
+def test_genclf_hflm_prefix_cache_argument():
+    from genclf_harness.harness.hf_model import GenclfHFLM
+
+    with pytest.raises(ValueError, match="prefix_cache must be true, false or auto"):
+        GenclfHFLM(dtype="float32", prefix_cache="sometimes")
+
+
 # -- input checks and result helpers (no model needed beyond the tokenizer) -------------------
 
 

@@ -176,7 +176,7 @@ class HFGenerator:
         self.autocast_dtype = autocast_dtype
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         self.eos_ids = _eos_ids(model, tokenizer)
-        self._cache_kwarg = _cache_argument(model)
+        self._cache_kwarg = cache_argument(model)
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         if pad is None:
             raise ValueError("the tokenizer has neither a pad nor an EOS token; generation needs one to pad")
@@ -346,7 +346,7 @@ def _sample(logits: Any, temperature: float, top_p: float, rng: Any) -> Any:
     return tokens.clamp(max=probs.shape[-1] - 1)
 
 
-def _cache_argument(model: Any) -> str:
+def cache_argument(model: Any) -> str:
     # transformers 5.2x renamed the key/value cache argument from past_key_values to cache.
     import inspect
 

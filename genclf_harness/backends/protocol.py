@@ -148,6 +148,10 @@ class ScoringStats:
     packed_units: int = 0
     """Contexts scored with several multi-token continuations packed behind them in one row."""
     truncated_prompts: int = 0
+    prefix_cached_rows: int = 0
+    """Rows run with the prefix cache (one at a time, reusing the head shared with the row before)."""
+    reused_tokens: int = 0
+    """Context tokens taken from the prefix cache instead of being fed again."""
     batch_token_budget: list[int] = field(default_factory=list)
     """The token budget used for each batch (it shrinks after an out-of-memory error)."""
 

@@ -12,7 +12,10 @@ Model arguments beyond HFLM's:
 - ``pretrained``: may be omitted or ``default`` for the embedded default model;
 - ``max_batch_tokens``: rows x padded length per forward pass (default 8192);
 - ``packing``: ``true``/``false`` to force or forbid packing several labels behind one context
-  (default: automatic, see :class:`HFScorer`).
+  (default: automatic, see :class:`HFScorer`);
+- ``prefix_cache``: ``true``/``false``/``auto`` (default): reuse the KV cache of the head that
+  contexts share (the step prompts of a ProcessBench solution, one long instruction before many
+  questions); ``auto`` turns it on on a CPU when it skips at least half of the context tokens.
 
 ``batch_size=N`` bounds the documents (distinct contexts) per forward pass, within the token
 budget; ``batch_size=auto`` uses the token budget alone and halves it after an out-of-memory
@@ -45,15 +48,19 @@ class GenclfHFLM(HFLM):
         *,
         max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
         packing: bool | None = None,
+        prefix_cache: bool | str | None = None,
         device: str | None = None,
         **kwargs: Any,
     ) -> None:
+        if isinstance(prefix_cache, str) and prefix_cache.lower() != "auto":
+            raise ValueError(f"prefix_cache must be true, false or auto, not {prefix_cache!r}")
         if device is None:
             # HFLM's own default is "cuda", which fails on a machine without one.
             device = "cuda" if torch.cuda.is_available() else "cpu"
         super().__init__(pretrained=resolve_pretrained(pretrained), device=device, **kwargs)
         self.max_batch_tokens = int(max_batch_tokens)
         self.packing = packing
+        self.prefix_cache = None if isinstance(prefix_cache, str) else prefix_cache
         self._scorer: HFScorer | None = None
 
     @property
@@ -73,6 +80,7 @@ class GenclfHFLM(HFLM):
                 autocast_dtype=self.mixed_precision_dtype,
                 device=self.device,
                 packing=self.packing,
+                prefix_cache=self.prefix_cache,
             )
         return self._scorer
 
