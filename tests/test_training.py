@@ -82,6 +82,44 @@ def test_grpo_config_checks_the_group_size(tmp_path: Path) -> None:
         load_config(GRPORecipeConfig, None, ["reward.weight=1"])
 
 
+def test_grpo_prompt_selection_rule_and_its_config_checks() -> None:
+    from genclf_harness.training.grpo import select_uncertain
+
+    probs = [0.99, 0.5, 0.01, 0.9, 0.2, 0.95, 0.02]
+    assert select_uncertain(probs, 0.02, 0.9, None) == [1, 3, 4, 6]  # both ends inclusive, order kept
+    assert select_uncertain(probs, 0.02, 0.9, 2) == [1, 3]
+    assert select_uncertain(probs, 0.0, 1.0, None) == list(range(7))
+    with pytest.raises(ValueError, match="1 gold-label probabilities are NaN"):
+        select_uncertain([0.5, float("nan")], 0.0, 1.0, None)
+    with pytest.raises(ConfigError, match=r"select\.min_gold_prob, max_gold_prob: need 0 <= min < max <= 1"):
+        load_config(GRPORecipeConfig, None, ["select.min_gold_prob=0.9", "select.max_gold_prob=0.5"])
+    with pytest.raises(ConfigError, match=r"select\.by"):
+        load_config(GRPORecipeConfig, None, ["select.by=hardest"])
+    with pytest.raises(ConfigError, match=r"select\.pool_examples: must be at least 1"):
+        load_config(GRPORecipeConfig, None, ["select.pool_examples=0"])
+
+
+def test_bench_train_carries_over_the_stages_it_does_not_rerun(tmp_path: Path) -> None:
+    from genclf_harness.cli.bench_train import StageRow, _carry_over
+
+    def row(stage: str, acc: float) -> dict:
+        return {"stage": stage, "decoding": "scored", "acc": acc, "f1_macro": acc, "unparseable": None,
+                "train_seconds": None, "eval_seconds": 1.0}
+
+    earlier = {"dataset": "sst2", "split": "test", "documents": 3, "strategy": "zero", "chat_template": False,
+               "rows": [row("zero-shot", 0.5), row("SFT", 0.9), row("SFT+GRPO", 0.8)],
+               "details": {"SFT": {"output_dir": "x"}}}
+    path = tmp_path / "bench_train.json"
+    path.write_text(json.dumps(earlier))
+    test = {"dataset": "sst2", "split": "test", "prompts": [0, 1, 2], "strategy": "zero", "chat": False}
+    carried = _carry_over(path, ["grpo"], test)
+    assert sorted(carried) == ["SFT", "zero-shot"]
+    assert carried["SFT"] == ([StageRow(**row("SFT", 0.9))], {"output_dir": "x"})
+    assert _carry_over(path, ["zero", "sft", "grpo"], test) == {}
+    assert _carry_over(path, ["grpo"], {**test, "prompts": [0, 1]}) == {}  # other test documents: nothing
+    assert _carry_over(tmp_path / "missing.json", ["grpo"], test) == {}
+
+
 def test_overrides_are_yaml_scalars_and_checked(tmp_path: Path) -> None:
     config = load_config(SFTRecipeConfig, CONFIGS / "sft_sst2_cpu.yaml",
                          ["train.max_steps=7", "train.learning_rate=1e-4", "data.max_train_examples=null",
@@ -316,6 +354,7 @@ def test_grpo_two_steps_from_the_sft_adapter(sft_run, tmp_path: Path) -> None:
                   "bf16": False, "beta": 0.0},
         "reward": {"format_weight": 0.1},
         "eval": {"max_new_tokens": 4},
+        "select": {"by": "gold_prob", "pool_examples": 16, "min_gold_prob": 0.0, "max_gold_prob": 0.97},
     }, "<test>")
     result = train_classifier(config)
     log = [json.loads(line) for line in (result.output_dir / "log.jsonl").read_text().splitlines()]
@@ -327,3 +366,8 @@ def test_grpo_two_steps_from_the_sft_adapter(sft_run, tmp_path: Path) -> None:
     record = json.loads((result.output_dir / "genclf_train.json").read_text())
     assert record["recipe"] == "grpo" and record["use_vllm"] is False
     assert record["figures"]["documents"] == 4
+    # The 16 pooled rows were scored by the SFT adapter; only those below 0.97 gold probability train.
+    selection = record["selection"]
+    assert selection["pool"] == 16 and selection["above_max"] + selection["in_range"] + selection["below_min"] == 16
+    assert record["prompts"] == selection["kept"] == min(8, selection["in_range"]) >= 1
+    assert 0.0 <= selection["kept_mean_gold_prob"] <= 0.97

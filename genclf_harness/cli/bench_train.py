@@ -12,6 +12,10 @@ strategy and format):
    decoding: mean log-prob per label token) and generative (greedy, parsed; unparseable = wrong);
 3. SFT+GRPO (``genclf-train grpo`` with ``--grpo-config``, starting from stage 2's adapter), same.
 
+``--stages`` reruns a subset (``grpo`` alone starts from ``<output-dir>/sft``); the rows of the
+stages not rerun are carried over from ``<output-dir>/bench_train.json`` when it holds them for
+the same test documents (listed under ``carried_over``), so the table and its targets stay whole.
+
 The baseline the SFT target compares to is the best calibrated zero-shot accuracy, picked on the
 test documents themselves: an optimistic baseline, so the margin is a conservative one. The wall
 time of each stage (training and test evaluation apart) and the machine's load are reported.
@@ -34,6 +38,7 @@ from typing import Any
 CALIBRATIONS = ("prior", "prior_em", "bc")
 SFT_MARGIN = 0.05
 GRPO_MARGIN = 0.005
+STAGE_NAMES = {"zero": "zero-shot", "sft": "SFT", "grpo": "SFT+GRPO"}
 
 
 @dataclass(frozen=True)
@@ -101,6 +106,11 @@ def run(args: argparse.Namespace) -> int:
     rows: list[StageRow] = []
     details: dict[str, Any] = {}
 
+    carried = _carry_over(out / "bench_train.json", stages, test)
+    for stage_rows, stage_details in carried.values():
+        rows += stage_rows
+    details.update({stage: stage_details for stage, (_, stage_details) in carried.items()})
+
     if "zero" in stages:
         zero_rows, details["zero-shot"] = _zero_shot(sft_config, test)
         rows += zero_rows
@@ -122,6 +132,8 @@ def run(args: argparse.Namespace) -> int:
         rows += row_pair
         del result
         gc.collect()
+    order = {stage: i for i, stage in enumerate(STAGE_NAMES.values())}
+    rows.sort(key=lambda r: order[r.stage])  # stable: decodings keep their order within a stage
 
     header = {
         "dataset": args.dataset,
@@ -132,6 +144,7 @@ def run(args: argparse.Namespace) -> int:
         "sft_config": sft_path,
         "grpo_config": grpo_path if grpo_config is not None else None,
         "seconds": round(time.perf_counter() - started, 1),
+        "carried_over": sorted(carried),
         "torch_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
         "load_average_start": [round(x, 2) for x in load_start],
@@ -142,6 +155,30 @@ def run(args: argparse.Namespace) -> int:
     write_json(out / "bench_train.json", payload)
     print(json.dumps(payload, indent=2) if args.json else format_table(header, rows))
     return 0
+
+
+def _carry_over(path: Path, stages: Sequence[str], test: dict[str, Any]) -> dict[str, tuple[list[StageRow], Any]]:
+    """The rows (and details) of the stages not rerun, from an earlier result on the same test documents."""
+    if not path.is_file():
+        return {}
+    try:
+        earlier = json.loads(path.read_text(encoding="utf-8"))
+        earlier_rows = [StageRow(**row) for row in earlier["rows"]]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        print(f"genclf-bench train: not carrying over stages from {path}: unreadable ({err})", file=sys.stderr)
+        return {}
+    keys = ("dataset", "split", "documents", "strategy", "chat_template")
+    same_docs = tuple(earlier.get(k) for k in keys) == (
+        test["dataset"], test["split"], len(test["prompts"]), test["strategy"], test["chat"])
+    if not same_docs:
+        print(f"genclf-bench train: not carrying over stages from {path}: other test documents", file=sys.stderr)
+        return {}
+    carried: dict[str, tuple[list[StageRow], Any]] = {}
+    for key, name in STAGE_NAMES.items():
+        stage_rows = [row for row in earlier_rows if row.stage == name]
+        if key not in stages and stage_rows:
+            carried[name] = (stage_rows, earlier.get("details", {}).get(name))
+    return carried
 
 
 def _default_config(recipe: str, dataset: str) -> str:
@@ -163,7 +200,7 @@ def _test_prompts(config: Any, limit: int | None) -> dict[str, Any]:
     pool = load_split(spec.name, config.data.train_split) if strategy.needs_pool else None
     prompter = strategy.bind(spec, pool)
     docs = load_split(spec.name, spec.eval_split)[:limit]
-    return {"split": spec.eval_split, "strategy": strategy.name, "chat": chat,
+    return {"dataset": spec.name, "split": spec.eval_split, "strategy": strategy.name, "chat": chat,
             "prompts": [prompter.render(d) for d in docs], "label_set": prompter.label_set}
 
 

@@ -11,7 +11,8 @@ fine-tuned SFT model (a folder with weights) is used as the base instead, with a
 when ``model.peft: lora``.
 
 Prompts are rendered by the same prompt strategy as SFT (keep ``data`` the same as the SFT run's);
-by default the rows come after those SFT trained on (``data.skip_train_examples``). The reward is
+by default the rows come after those SFT trained on (``data.skip_train_examples``). ``select`` keeps
+only the rows whose group can carry a learning signal (see `PromptSelectConfig`). The reward is
 `LabelMatchReward` (1 if the parsed answer is the gold label, else 0), plus `FormatReward` when
 ``reward.format_weight`` is not 0. Generation: TRL's vLLM option on a GPU when vLLM is installed
 (``train.use_vllm: auto``), transformers' ``generate`` otherwise (TRL's vLLM path fails on
@@ -24,7 +25,7 @@ import argparse
 import importlib.util
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -134,6 +135,72 @@ class RewardConfig(Section):
 
 
 @dataclass
+class PromptSelectConfig(Section):
+    """Which training rows become GRPO prompts: all of them, or those the starting model is unsure of.
+
+    A GRPO group whose completions all earn the same reward has zero advantage and gives no gradient
+    (TRL logs the share as ``frac_reward_zero_std``). After SFT most rows are such rows: a row whose
+    gold label the policy samples with probability p yields a mixed group of G completions with
+    probability 1 - p^G - (1 - p)^G, only 0.08 at p = 0.99 and G = 8. With ``by: gold_prob`` the
+    starting model scores every label of ``pool_examples`` rows once (the genclf scorer, one context
+    pass per row), p = softmax over the labels' summed log-likelihoods, and the rows with
+    ``min_gold_prob <= p <= max_gold_prob`` are kept, in their shuffled order, up to
+    ``data.max_train_examples``: DAPO's dynamic sampling done once, before training.
+    """
+
+    by: Literal["none", "gold_prob"] = field(
+        default="none", metadata={"help": "'none': every row of the data window; 'gold_prob': rows whose gold "
+                                          "label the starting model finds uncertain."}
+    )
+    pool_examples: int = field(
+        default=2000, metadata={"help": "Rows (after data.skip_train_examples) scored to choose from."}
+    )
+    min_gold_prob: float = field(
+        default=0.02, metadata={"help": "Drop rows the model is this sure are another label (groups of zeros; "
+                                        "often label noise)."}
+    )
+    max_gold_prob: float = field(
+        default=0.9, metadata={"help": "Drop rows the model already gets right with at least this probability."}
+    )
+
+    def check(self) -> None:
+        if self.pool_examples < 1:
+            raise ValueError(f"pool_examples: must be at least 1, not {self.pool_examples}")
+        if not 0.0 <= self.min_gold_prob < self.max_gold_prob <= 1.0:
+            raise ValueError(f"min_gold_prob, max_gold_prob: need 0 <= min < max <= 1, not "
+                             f"{self.min_gold_prob} and {self.max_gold_prob}")
+
+
+def select_uncertain(gold_probs: Any, low: float, high: float, limit: int | None) -> list[int]:
+    """Indices (in order) of the rows with ``low <= p <= high``, at most ``limit`` of them."""
+    import numpy as np
+
+    probs = np.asarray(gold_probs, dtype=np.float64)
+    if not np.all(np.isfinite(probs)):
+        raise ValueError(f"select: {int(np.sum(~np.isfinite(probs)))} gold-label probabilities are NaN or infinite")
+    keep = [int(i) for i in np.flatnonzero((probs >= low) & (probs <= high))]
+    return keep if limit is None else keep[:limit]
+
+
+def gold_probabilities(model: Any, tokenizer: Any, data: Any, rows: Any) -> Any:
+    """P(gold label) of ``rows`` under ``model``: softmax over the labels' summed log-likelihoods."""
+    import numpy as np
+
+    from genclf_harness.training.evaluation import score_labels
+
+    prompts = data.render(rows)
+    was_training = model.training
+    model.eval()
+    try:
+        sums = score_labels(model, tokenizer, prompts, chat=data.chat)["sum"]
+    finally:
+        model.train(was_training)
+    sums = sums - sums.max(axis=1, keepdims=True)
+    probs = np.exp(sums) / np.exp(sums).sum(axis=1, keepdims=True)
+    return probs[np.arange(len(prompts)), [p.gold for p in prompts]]
+
+
+@dataclass
 class GRPORecipeConfig:
     """``genclf-train grpo``: model (``init_from`` the SFT run), data, trainer, reward, evaluation."""
 
@@ -142,6 +209,7 @@ class GRPORecipeConfig:
     train: GRPOTrainConfig = field(default_factory=GRPOTrainConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    select: PromptSelectConfig = field(default_factory=PromptSelectConfig)
 
 
 def build_rewards(config: GRPORecipeConfig, label_set: Any) -> tuple[list[Any], list[float]]:
@@ -174,14 +242,19 @@ def train_classifier(config: GRPORecipeConfig, config_path: str | None = None) -
     train = config.train
     output_dir = Path(train.output_dir)
     chat = uses_chat(config.data.chat_template, load_tokenizer(config.model))
-    data = load_classifier_data(config.data, chat)
-    rows = data.grpo_examples()
+    selecting = config.select.by == "gold_prob"
+    data_config = replace(config.data, max_train_examples=config.select.pool_examples) if selecting else config.data
+    data = load_classifier_data(data_config, chat)
     resume = train.resume_argument()
-    logger.info("%s, strategy %s, %s: %d prompts, %d evaluation rows", data.spec.name, data.prompter.strategy.name,
-                "chat template" if chat else "plain text", len(rows), len(data.eval_rows))
 
     set_seed(train.seed)
     model, tokenizer, peft_config = load_for_training(config.model)
+    selection: dict[str, Any] = {}
+    if selecting:
+        data, selection = _select_rows(config, data, model, tokenizer)
+    rows = data.grpo_examples()
+    logger.info("%s, strategy %s, %s: %d prompts, %d evaluation rows", data.spec.name, data.prompter.strategy.name,
+                "chat template" if chat else "plain text", len(rows), len(data.eval_rows))
     reward_funcs, reward_weights = build_rewards(config, data.label_set)
     args = GRPOConfig(**train.trl_kwargs(), reward_weights=reward_weights, remove_unused_columns=False)
     if args.use_vllm:
@@ -213,6 +286,7 @@ def train_classifier(config: GRPORecipeConfig, config_path: str | None = None) -
         "config_file": config_path,
         "chat_template": chat,
         "prompts": len(rows),
+        "selection": selection,
         "use_vllm": bool(args.use_vllm),
         "train_metrics": dict(outcome.metrics),
         "train_seconds": round(train_seconds, 1),
@@ -224,6 +298,39 @@ def train_classifier(config: GRPORecipeConfig, config_path: str | None = None) -
     logger.info("Saved the %s to %s (%.0f s)", "adapter" if hasattr(trainer.model, "peft_config") else "model",
                 output_dir, seconds)
     return TrainResult(output_dir, dict(outcome.metrics), figures, seconds, trainer.model, tokenizer)
+
+
+def _select_rows(config: GRPORecipeConfig, data: Any, model: Any, tokenizer: Any) -> tuple[Any, dict[str, Any]]:
+    """``data`` with only the rows `PromptSelectConfig` keeps, and a record of the choice."""
+    import numpy as np
+
+    select = config.select
+    started = time.perf_counter()
+    logger.info("Selecting GRPO prompts: scoring %d rows with the starting model", len(data.train_rows))
+    probs = gold_probabilities(model, tokenizer, data, data.train_rows)
+    keep = select_uncertain(probs, select.min_gold_prob, select.max_gold_prob, config.data.max_train_examples)
+    if not keep:
+        raise ValueError(f"select: none of {len(probs)} rows has a gold-label probability in "
+                         f"[{select.min_gold_prob}, {select.max_gold_prob}]; widen the range or the pool")
+    record = {
+        "by": select.by,
+        "pool": len(probs),
+        "in_range": int(np.sum((probs >= select.min_gold_prob) & (probs <= select.max_gold_prob))),
+        "kept": len(keep),
+        "below_min": int(np.sum(probs < select.min_gold_prob)),
+        "above_max": int(np.sum(probs > select.max_gold_prob)),
+        "pool_mean_gold_prob": round(float(probs.mean()), 4),
+        "kept_mean_gold_prob": round(float(probs[keep].mean()), 4),
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    limit = config.data.max_train_examples
+    if limit is not None and len(keep) < limit:
+        logger.warning("select: only %d of %d pooled rows are in range (data.max_train_examples is %d); "
+                       "training on those", len(keep), len(probs), limit)
+    logger.info("Selected %d of %d rows (gold prob in [%g, %g]; %d above, %d below), mean gold prob %.3f -> %.3f",
+                len(keep), len(probs), select.min_gold_prob, select.max_gold_prob, record["above_max"],
+                record["below_min"], record["pool_mean_gold_prob"], record["kept_mean_gold_prob"])
+    return replace(data, train_rows=tuple(data.train_rows[i] for i in keep)), record
 
 
 add_arguments = add_resume_argument
