@@ -77,7 +77,7 @@ class HFScorer:
             the longest token prefix it shares with the row before and feeds only the rest.
             ``None`` (auto): on a CPU, when sharing would skip at least half of the context tokens
             and the model has no sliding attention window; a GPU keeps its batched rows unless
-            this is ``True`` (there, vLLM's automatic prefix caching is the better tool).
+            this is ``True``.
     """
 
     def __init__(
