@@ -173,8 +173,11 @@ class HFScorer:
         rows, truncated = self._plan(encoded, stats)
         token_logprobs: list[list[list[float]]] = [[[] for _ in pairs] for pairs in encoded]
         greedy: list[list[bool]] = [[True] * len(pairs) for pairs in encoded]
-        run = self._run_shared if rows and self._use_prefix_cache(rows) else self._run
-        for row, row_results in run(rows, stats, show_progress):
+        if self._use_prefix_cache(rows):
+            results = self._run_shared(sorted(rows, key=lambda row: row.context), stats, show_progress)
+        else:
+            results = self._run(rows, stats, show_progress)
+        for row, row_results in results:
             for (position, _), (values, is_greedy) in zip(row.continuations, row_results, strict=True):
                 token_logprobs[row.prompt][position] = values
                 greedy[row.prompt][position] = is_greedy
@@ -259,8 +262,8 @@ class HFScorer:
     # -- prefix cache -----------------------------------------------------------------------------
 
     def _use_prefix_cache(self, rows: Sequence[Row]) -> bool:
-        if self.prefix_cache is not None:
-            return self.prefix_cache
+        if not rows or self.prefix_cache is not None:
+            return bool(rows) and bool(self.prefix_cache)
         if self.device.type != "cpu" or self._sliding_window is not None or len(rows) < 2:
             return False
         contexts = sorted(row.context for row in rows)
@@ -270,7 +273,7 @@ class HFScorer:
     def _run_shared(
         self, rows: list[Row], stats: ScoringStats, show_progress: bool
     ) -> Iterator[tuple[Row, list[tuple[list[float], bool]]]]:
-        """Rows one at a time in token order, each reusing the cache of the head it shares with the last.
+        """Rows (sorted by context tokens) one at a time, each reusing the cache of the head it shares with the last.
 
         Per row: the context after the reused head is fed (the cache then holds the context), its
         last position scores every continuation's first token, and each multi-token continuation
@@ -279,13 +282,12 @@ class HFScorer:
         """
         from transformers import DynamicCache
 
-        ordered = sorted(rows, key=lambda row: row.context)
         cache = DynamicCache()
         cached: tuple[int, ...] = ()
-        stats.prefix_cached_rows += len(ordered)
+        stats.prefix_cached_rows += len(rows)
         with tqdm(total=sum(len(row.continuations) for row in rows), desc="Scoring labels (prefix cache)",
                   disable=not show_progress) as progress:
-            for row in ordered:
+            for row in rows:
                 context = tuple(row.context)
                 # Keep the shared head, but never the context's last token: its logits are read.
                 reuse = min(shared_prefix(cached, context), len(context) - 1)

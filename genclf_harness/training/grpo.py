@@ -186,6 +186,7 @@ def gold_probabilities(model: Any, tokenizer: Any, data: Any, rows: Any) -> Any:
     """P(gold label) of ``rows`` under ``model``: softmax over the labels' summed log-likelihoods."""
     import numpy as np
 
+    from genclf_harness.calibration.core import normalize
     from genclf_harness.training.evaluation import score_labels
 
     prompts = data.render(rows)
@@ -195,8 +196,7 @@ def gold_probabilities(model: Any, tokenizer: Any, data: Any, rows: Any) -> Any:
         sums = score_labels(model, tokenizer, prompts, chat=data.chat)["sum"]
     finally:
         model.train(was_training)
-    sums = sums - sums.max(axis=1, keepdims=True)
-    probs = np.exp(sums) / np.exp(sums).sum(axis=1, keepdims=True)
+    probs = np.exp(normalize(sums))  # the calibration package's label-set normalisation
     return probs[np.arange(len(prompts)), [p.gold for p in prompts]]
 
 
