@@ -19,6 +19,7 @@ from genclf_harness.verifiers.data import (
     balance_examples,
     build_genrm_examples,
     synthetic_examples,
+    with_reference_rationales,
 )
 from genclf_harness.verifiers.format import DEFAULT_FORMAT
 from genclf_harness.verifiers.metrics import auroc, balanced_accuracy
@@ -282,6 +283,34 @@ def test_synthetic_examples_are_labelled_exactly():
         assert LAST_LETTER.is_correct(e.solution, gold[e.question]) == e.correct
 
 
+def test_reference_rationales_re_solve_and_state_the_checked_answer(data_dir):
+    wrong = VerificationExample(QUESTION, WRONG, False, "corruption")
+    rambling = VerificationExample(QUESTION, "I do not know.", False)
+    unknown = VerificationExample("What is the capital of Peru?", "Lima. The answer is lima.", True)
+    examples, left_out = with_reference_rationales(LAST_LETTER, [wrong, rambling, unknown])
+    assert left_out == 1 and [e.solution for e in examples] == [WRONG, "I do not know."]
+    assert examples[0].rationale == f"Solving it again: {RIGHT}\nThe solution's answer is rc."
+    assert examples[1].rationale.endswith("\nThe solution gives no final answer.")
+    # GSM8K's reference is the data set's solution of the same question, in the generator's format.
+    problem = GSM8K.problems("train", 1)[0]
+    assert GSM8K.reference_solution(problem.question) == problem.solution
+    assert GSM8K.reference_solution("Not a GSM8K question?") is None
+
+
+def test_cot_training_text_is_what_cot_scoring_reads(model_and_tokenizer):
+    _, tokenizer = model_and_tokenizer
+    [example], _ = with_reference_rationales(LAST_LETTER, [VerificationExample(QUESTION, WRONG, False)])
+    row = DEFAULT_FORMAT.training_example(QUESTION, WRONG, False, chat=True, rationale=example.rationale)
+    trained = tokenizer.apply_chat_template(row["prompt"] + row["completion"], tokenize=False)
+    scored = DEFAULT_FORMAT.after_rationale(DEFAULT_FORMAT.cot_prompt(tokenizer, QUESTION, WRONG, chat=True),
+                                            example.rationale)
+    assert trained.startswith(scored.context + scored.continuations[1])  # ... (Yes/No)? No
+    plain = DEFAULT_FORMAT.training_example(QUESTION, WRONG, True, chat=False, rationale=example.rationale)
+    scored = DEFAULT_FORMAT.after_rationale(DEFAULT_FORMAT.cot_prompt(tokenizer, QUESTION, WRONG, chat=False),
+                                            example.rationale)
+    assert plain["prompt"] + plain["completion"] == scored.context + scored.continuations[0]
+
+
 def test_auroc_and_balanced_accuracy():
     assert auroc([0.9, 0.8, 0.2, 0.1], [True, True, False, False]) == 1.0
     assert auroc([0.1, 0.2, 0.8, 0.9], [True, True, False, False]) == 0.0
@@ -319,6 +348,32 @@ def test_a_few_steps_of_verifier_training(tmp_path, default_model_dir):
     assert all(0.0 < p < 1.0 for p in verifier.score([QUESTION, QUESTION], [RIGHT, WRONG]))
 
 
+def test_a_few_steps_of_chain_of_thought_verifier_training(tmp_path, default_model_dir):
+    from genclf_harness.resources import configs_dir
+    from genclf_harness.training.config import load_config
+    from genclf_harness.training.genrm import GenRMRecipeConfig, train_genrm
+    from genclf_harness.verifiers.genrm import GenRM
+
+    config = load_config(GenRMRecipeConfig, configs_dir() / "genrm_last_letter_cpu.yaml", [
+        f"train.output_dir={tmp_path / 'verifier'}", "train.max_steps=1", "train.per_device_train_batch_size=4",
+        "data.num_problems=4", "data.rationale=reference", "data.generation_weight=0", "eval.num_problems=2",
+        "eval.cot_max_new_tokens=12",
+    ])
+    result = train_genrm(config)
+    record = json.loads((tmp_path / "verifier" / "genclf_train.json").read_text())
+    assert record["example_counts"]["with_rationale"] == record["examples"] == 8
+    assert record["verification"] == {"mode": "cot", "rationale": "reference", "samples": 1, "temperature": 0.0,
+                                      "max_new_tokens": 12}
+    assert result.figures["verification"] == "cot x1" and result.figures["synthetic"]["pairs"] == 4
+    verifier = GenRM.from_pretrained(str(tmp_path / "verifier"))
+    assert (verifier.cot, verifier.cot_temperature, verifier.cot_max_new_tokens) == (1, 0.0, 12)
+    verdicts = verifier.score_cot([QUESTION, QUESTION], [RIGHT, WRONG], k=1, temperature=0.0, max_new_tokens=12)
+    assert verifier.verify([QUESTION, QUESTION], [RIGHT, WRONG]) == pytest.approx([v.p_yes for v in verdicts])
+    assert all(len(v.rationales) == 1 and v.rationales[0] for v in verdicts)
+    direct = GenRM.from_pretrained(str(tmp_path / "verifier"), cot=0)
+    assert direct.verify([QUESTION], [RIGHT]) == pytest.approx(direct.score([QUESTION], [RIGHT]))
+
+
 def test_training_config_errors_name_the_key(tmp_path):
     from genclf_harness.resources import configs_dir
     from genclf_harness.training.config import ConfigError, load_config
@@ -331,6 +386,10 @@ def test_training_config_errors_name_the_key(tmp_path):
         load_config(GenRMRecipeConfig, path, [f"data.candidates=[{tmp_path / 'none.jsonl'}]"])
     with pytest.raises(ConfigError, match="generaton_weight"):
         load_config(GenRMRecipeConfig, path, ["data.generaton_weight=1"])
+    with pytest.raises(ConfigError, match="rationale"):
+        load_config(GenRMRecipeConfig, path, ["data.rationale=gemini"])
+    with pytest.raises(ConfigError, match="cot_samples"):
+        load_config(GenRMRecipeConfig, path, ["eval.cot_samples=0"])
 
 
 # -- the GRPO reward -------------------------------------------------------------------------------

@@ -11,7 +11,10 @@ Stages (each one's output is kept in ``--output-dir``, and a rerun reuses what i
    ``--config``): the generator's samples on *training* problems (``train_candidates.jsonl``),
    labelled by the exact checker, plus synthetic reference/corruption pairs, balanced Yes/No,
    mixed with solution generation (λ); LoRA SFT of the same base model;
-3. the verifier scores every test candidate (P("Yes"), ``test_candidates_scored.jsonl``);
+3. the verifier scores every test candidate (P("Yes"), ``test_candidates_scored.jsonl``) the way it
+   was trained: directly, or after its own greedy rationale for a verifier trained on
+   reference-guided rationales (``data.rationale: reference``, the default config); ``--cot K``
+   overrides;
 4. the selection rules on the first k = 1, 2, 4, ..., N candidates: first sample, majority vote,
    verifier best-of-N, weighted vote, pass@N; and the share of the first-sample-to-pass@N gap
    that best-of-N closes. ``results.json`` and a markdown table (``results.md``).
@@ -57,6 +60,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="generator and verifier dtype (float32: on CPUs bfloat16 decoding was 6x slower)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default: torch's; use 1 on a machine busy with other jobs)")
+    parser.add_argument("--cot", type=int, default=None, metavar="K",
+                        help="score with K chain-of-thought rationales (0: directly; default: the way the verifier "
+                             "was trained, i.e. one greedy rationale for a verifier trained with data.rationale)")
+    parser.add_argument("--cot-temperature", type=float, default=None,
+                        help="rationale sampling temperature with --cot (default: 0 = greedy for K=1, else 0.7)")
     parser.add_argument("--baseline-verifier", action="store_true",
                         help="also score with the untrained generator model as verifier (zero-shot GenRM)")
     parser.add_argument("--sample-only", action="store_true", help="stop after sampling the test candidates")
@@ -151,13 +159,13 @@ def _run(args: argparse.Namespace, out: Path, timings: dict[str, float]) -> dict
     }
     scored_path = out / "test_candidates_scored.jsonl"
     clock = time.perf_counter()
-    scored = _score(verifier_dir, read_candidates(out / "test_candidates.jsonl"), args.dtype)
+    scored, results["verification"] = _score(verifier_dir, read_candidates(out / "test_candidates.jsonl"), args)
     write_candidates(scored_path, scored)
     timings["score_test"] = round(time.perf_counter() - clock, 1)
     results["verifiers"]["trained"] = _selection_table(scored, args.n)
     if args.baseline_verifier:
         clock = time.perf_counter()
-        baseline = _score(args.generator, read_candidates(out / "test_candidates.jsonl"), args.dtype)
+        baseline, _ = _score(args.generator, read_candidates(out / "test_candidates.jsonl"), args)
         write_candidates(out / "test_candidates_scored_baseline.jsonl", baseline)
         timings["score_test_baseline"] = round(time.perf_counter() - clock, 1)
         results["verifiers"]["untrained"] = _selection_table(baseline, args.n)
@@ -197,15 +205,27 @@ def _train_record(folder: Path) -> dict[str, Any]:
     }
 
 
-def _score(verifier_source: str, sets: list, dtype: str) -> list:
+def _score(verifier_source: str, sets: list, args: argparse.Namespace) -> tuple[list, str]:
+    """Scored candidate sets and how they were scored ("direct" or "cot xK, temperature T")."""
     from genclf_harness.verifiers.bon import score_candidates
     from genclf_harness.verifiers.genrm import GenRM
 
-    verifier = GenRM.from_pretrained(verifier_source, dtype=dtype)
+    overrides: dict[str, Any] = {}
+    if args.cot is not None:
+        if args.cot < 0:
+            raise ValueError(f"--cot must be >= 0, not {args.cot}")
+        overrides["cot"] = args.cot
+        overrides["cot_temperature"] = args.cot_temperature if args.cot_temperature is not None else (
+            0.0 if args.cot == 1 else 0.7)
+    elif args.cot_temperature is not None:
+        overrides["cot_temperature"] = args.cot_temperature
+    verifier = GenRM.from_pretrained(verifier_source, dtype=args.dtype, **overrides)
+    how = f"cot x{verifier.cot}, temperature {verifier.cot_temperature:g}" if verifier.cot else "direct"
+    logger.info("Scoring %d problems' candidates with %s (%s)", len(sets), verifier_source, how)
     scored = score_candidates(verifier, sets, verifier_name=verifier_source)
     del verifier
     gc.collect()
-    return scored
+    return scored, how
 
 
 def _selection_table(sets: list, n: int) -> dict[str, Any]:
@@ -231,8 +251,9 @@ def _selection_table(sets: list, n: int) -> dict[str, Any]:
 def markdown_table(results: dict[str, Any]) -> str:
     names = {"first_sample": "first sample", "majority": "majority vote", "best_of_n": "verifier best-of-k",
              "weighted_vote": "verifier-weighted vote", "pass_at_n": "pass@k (ceiling)"}
+    how = f", {results['verification']}" if results.get("verification") else ""
     lines = [f"Best-of-N on {results['test_problems']} held-out {results['task']} problems "
-             f"(generator {results['generator']}, verifier {results['verifier']})", ""]
+             f"(generator {results['generator']}, verifier {results['verifier']}{how})", ""]
     for label, table in results["verifiers"].items():
         ks = list(table["by_k"])
         lines.append(f"**{label} verifier**: candidate AUROC {table['candidate_auroc']:.3f}, "

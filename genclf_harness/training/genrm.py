@@ -61,6 +61,12 @@ class GenRMDataConfig(Section):
     chat_template: bool | Literal["auto"] = field(
         default="auto", metadata={"help": "Conversational examples with the model's chat template ('auto': if it has one)."}
     )
+    rationale: Literal["none", "reference"] = field(
+        default="none",
+        metadata={"help": "none: direct Yes/No examples; reference: chain-of-thought examples whose rationale solves "
+                          "the problem again (the task's reference solution) and states the checked answer "
+                          "(GenRM-CoT; the verifier then scores with its own greedy rationale)."},
+    )
     max_examples: int | None = field(
         default=None, metadata={"help": "Keep at most this many rows after mixing and shuffling (null: all)."}
     )
@@ -97,12 +103,23 @@ class GenRMEvalConfig(Section):
         default=None, metadata={"help": "A held-out candidates file: verification metrics and best-of-N."}
     )
     autocast_bf16: bool = field(default=False, metadata={"help": "Score under bfloat16 autocast (faster, less exact)."})
+    cot_samples: int = field(
+        default=1, metadata={"help": "Rationales averaged per pair when data.rationale is set (1: one greedy rationale)."}
+    )
+    cot_temperature: float = field(default=0.0, metadata={"help": "Rationale sampling temperature (0: greedy)."})
+    cot_max_new_tokens: int = field(default=128, metadata={"help": "The longest rationale, in tokens."})
 
     def check(self) -> None:
         from pathlib import Path
 
         if self.num_problems < 0:
             raise ValueError(f"num_problems: must be >= 0, not {self.num_problems}")
+        if self.cot_samples < 1:
+            raise ValueError(f"cot_samples: must be at least 1, not {self.cot_samples}")
+        if self.cot_temperature < 0:
+            raise ValueError(f"cot_temperature: must be >= 0 (0 = greedy), not {self.cot_temperature}")
+        if self.cot_max_new_tokens < 1:
+            raise ValueError(f"cot_max_new_tokens: must be at least 1, not {self.cot_max_new_tokens}")
         if self.candidates is not None and not Path(self.candidates).is_file():
             raise ValueError(f"candidates: {self.candidates!r} does not exist")
 
@@ -129,7 +146,12 @@ class GenRMRecipeConfig:
 def build_examples(data: GenRMDataConfig, chat: bool, extra_candidates: Sequence[Any] = ()) -> Any:
     """The training rows (`GenRMExamples`) a data section describes, plus candidate sets given directly."""
     from genclf_harness.verifiers.bon import read_candidates
-    from genclf_harness.verifiers.data import build_genrm_examples, examples_from_candidates, synthetic_examples
+    from genclf_harness.verifiers.data import (
+        build_genrm_examples,
+        examples_from_candidates,
+        synthetic_examples,
+        with_reference_rationales,
+    )
     from genclf_harness.verifiers.problems import get_task
 
     task = get_task(data.task)
@@ -138,10 +160,17 @@ def build_examples(data: GenRMDataConfig, chat: bool, extra_candidates: Sequence
     problems = task.problems("train", data.num_problems, seed=data.problem_seed) if data.num_problems else []
     verification += synthetic_examples(task, problems, positives=data.synthetic_positives,
                                        negatives=data.synthetic_negatives, seed=data.seed)
+    without_reference = 0
+    if data.rationale == "reference":
+        verification, without_reference = with_reference_rationales(task, verification)
+        if not verification:
+            raise ValueError(f"data.rationale: reference, but no {data.task} question has a reference solution")
     generation = [(p.question, p.solution) for p in problems if p.solution]
     generation += [(s.question, c.text) for s in sets for c in s.candidates if c.correct]
     examples = build_genrm_examples(verification, generation=generation, generation_weight=data.generation_weight,
                                     task=task, balance=data.balance, chat=chat, seed=data.seed)
+    if data.rationale == "reference":
+        examples.counts["without_reference"] = without_reference
     if data.max_examples is not None:
         examples.rows = examples.rows[: data.max_examples]
     return examples
@@ -155,18 +184,24 @@ def verifier_eval_fn(config: GenRMRecipeConfig, chat: bool) -> Any:
 
     def evaluate(model: Any, tokenizer: Any) -> dict[str, Any]:
         model.eval()
+        cot = ev.cot_samples if config.data.rationale != "none" else 0
         return evaluate_verifier(model, tokenizer, config.data.task, num_problems=ev.num_problems,
-                                 candidates=ev.candidates, chat=chat, autocast_bf16=ev.autocast_bf16)
+                                 candidates=ev.candidates, chat=chat, autocast_bf16=ev.autocast_bf16, cot=cot,
+                                 cot_temperature=ev.cot_temperature, cot_max_new_tokens=ev.cot_max_new_tokens)
 
     return evaluate
 
 
 def evaluate_verifier(model: Any, tokenizer: Any, task_name: str, *, num_problems: int = 100,
                       candidates: str | None = None, chat: bool | None = None, seed: int = 0,
-                      autocast_bf16: bool = False) -> dict[str, Any]:
-    """Verification accuracy/AUROC on held-out synthetic pairs and candidates; best-of-N on candidates."""
+                      autocast_bf16: bool = False, cot: int = 0, cot_temperature: float = 0.0,
+                      cot_max_new_tokens: int = 128) -> dict[str, Any]:
+    """Verification accuracy/AUROC on held-out synthetic pairs and candidates; best-of-N on candidates.
+
+    ``cot=k`` scores with k chain-of-thought rationales per pair (GenRM-CoT) instead of directly."""
     import torch
 
+    from genclf_harness.backends.generation import HFGenerator
     from genclf_harness.backends.scorer import HFScorer
     from genclf_harness.verifiers.bon import evaluate_selection, read_candidates, score_candidates
     from genclf_harness.verifiers.data import synthetic_examples
@@ -176,11 +211,13 @@ def evaluate_verifier(model: Any, tokenizer: Any, task_name: str, *, num_problem
 
     task = get_task(task_name)
     scorer = HFScorer(model, tokenizer, autocast_dtype=torch.bfloat16 if autocast_bf16 else None)
-    verifier = GenRM(scorer, tokenizer=tokenizer, chat=chat)
-    figures: dict[str, Any] = {"task": task_name}
+    generator = HFGenerator.from_scorer(scorer) if cot else None
+    verifier = GenRM(scorer, tokenizer=tokenizer, generator=generator, chat=chat, cot=cot,
+                     cot_temperature=cot_temperature, cot_max_new_tokens=cot_max_new_tokens)
+    figures: dict[str, Any] = {"task": task_name, "verification": f"cot x{cot}" if cot else "direct"}
     if num_problems:
         pairs = synthetic_examples(task, task.problems("test", num_problems, seed=seed), seed=seed + 1)
-        scores = verifier.score([p.question for p in pairs], [p.solution for p in pairs])
+        scores = verifier.verify([p.question for p in pairs], [p.solution for p in pairs])
         labels = [p.correct for p in pairs]
         figures["synthetic"] = _verification_figures(scores, labels, auroc, verification_accuracy, balanced_accuracy)
     if candidates:
@@ -215,8 +252,17 @@ def train_genrm(config: GenRMRecipeConfig, *, extra_candidates: Sequence[Any] = 
         examples.rows,
         eval_fn=verifier_eval_fn(config, chat),
         record={"recipe": "genrm", "config": to_dict(config), "config_file": config_path, "chat_template": chat,
-                "example_counts": examples.counts},
+                "example_counts": examples.counts, "verification": verification_record(config)},
     )
+
+
+def verification_record(config: GenRMRecipeConfig) -> dict[str, Any]:
+    """How the trained verifier is meant to score (read back by ``GenRM.from_pretrained``)."""
+    if config.data.rationale == "none":
+        return {"mode": "direct"}
+    ev = config.eval
+    return {"mode": "cot", "rationale": config.data.rationale, "samples": ev.cot_samples,
+            "temperature": ev.cot_temperature, "max_new_tokens": ev.cot_max_new_tokens}
 
 
 add_arguments = add_resume_argument

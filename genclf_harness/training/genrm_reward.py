@@ -41,7 +41,8 @@ class GenRMReward:
         question_key: the dataset column with the question (``None``: always use the prompt).
         transform: ``probability`` (P(Yes) in [0, 1]), ``logit`` (log P(Yes) - log P(No),
             clipped to ±``logit_clip``) or ``binary`` (1 if P(Yes) > 0.5).
-        cot: 0 for direct verification, or the number of chain-of-thought rationales averaged.
+        cot: 0 for direct verification, the number of chain-of-thought rationales averaged, or
+            ``None``: the verifier's own way (a verifier trained on rationales writes one first).
         dtype, device, autocast_bf16: how the verifier model is loaded and run.
         name: the ``__name__`` TRL logs the reward under.
     """
@@ -53,7 +54,7 @@ class GenRMReward:
         question_key: str | None = "question",
         transform: Transform = "probability",
         logit_clip: float = 10.0,
-        cot: int = 0,
+        cot: int | None = None,
         cot_max_new_tokens: int = 128,
         dtype: str = "float32",
         device: str | None = None,
@@ -62,14 +63,14 @@ class GenRMReward:
     ) -> None:
         if transform not in ("probability", "logit", "binary"):
             raise ValueError(f"transform must be probability, logit or binary, not {transform!r}")
-        if cot < 0:
-            raise ValueError(f"cot must be >= 0 rationales, not {cot}")
+        if cot is not None and cot < 0:
+            raise ValueError(f"cot must be >= 0 rationales (or None), not {cot}")
         self.verifier_source = verifier if isinstance(verifier, str) else None
         self._verifier = None if isinstance(verifier, str) else verifier
         self.question_key = question_key
         self.transform = transform
         self.logit_clip = float(logit_clip)
-        self.cot = int(cot)
+        self.cot = None if cot is None else int(cot)
         self.cot_max_new_tokens = int(cot_max_new_tokens)
         self.dtype = dtype
         self.device = device
@@ -96,7 +97,9 @@ class GenRMReward:
             raise ValueError(f"{self.__name__}: {len(prompts)} prompts for {len(completions)} completions")
         questions = self._questions(prompts, columns)
         solutions = [completion_text(c) for c in completions]
-        if self.cot:
+        if self.cot is None:
+            scores = self.verifier.verify(questions, solutions)
+        elif self.cot:
             scores = [v.p_yes for v in self.verifier.score_cot(questions, solutions, k=self.cot,
                                                                 max_new_tokens=self.cot_max_new_tokens)]
         else:

@@ -255,14 +255,17 @@ def score_candidates(
     sets: Sequence[CandidateSet],
     *,
     verifier_name: str = "",
-    cot: int = 0,
+    cot: int | None = None,
     show_progress: bool = True,
     **cot_kwargs: Any,
 ) -> list[CandidateSet]:
-    """Fill in every candidate's verifier score (a ``GenRM``; ``cot=k`` for GenRM-CoT with k rationales)."""
+    """Fill in every candidate's verifier score (a ``GenRM``): the way the verifier scores
+    (``cot=None``: ``GenRM.verify``), directly (``cot=0``) or with k rationales (``cot=k``, GenRM-CoT)."""
     questions = [s.question for s in sets for _ in s.candidates]
     solutions = [c.text for s in sets for c in s.candidates]
-    if cot:
+    if cot is None:
+        scores = verifier.verify(questions, solutions, show_progress=show_progress)
+    elif cot:
         scores = [v.p_yes for v in verifier.score_cot(questions, solutions, k=cot, show_progress=show_progress,
                                                         **cot_kwargs)]
     else:

@@ -17,13 +17,17 @@ Verification examples come from two exactly-labelled sources:
 :func:`build_genrm_examples` balances Yes and No (down- or up-sampling the larger class with a
 seeded generator), adds the generation examples and shuffles; the rows are TRL prompt-completion
 examples, conversational when ``chat`` (the completion is the assistant's verdict).
+
+Chain-of-thought verifiers (GenRM-CoT) train on the same examples with a rationale before the
+verdict: :func:`with_reference_rationales` writes one from the task's reference solution of the
+question and the example's own final answer (:meth:`VerificationFormat.reference_rationale`).
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from genclf_harness.verifiers.bon import CandidateSet
@@ -42,6 +46,8 @@ class VerificationExample:
     correct: bool
     source: str = "sample"
     """Where it comes from: ``sample`` (a generator's output), ``reference``, ``corruption``."""
+    rationale: str | None = None
+    """A verification rationale to train before the verdict (chain-of-thought examples)."""
 
 
 @dataclass
@@ -101,6 +107,28 @@ def synthetic_examples(
     return examples
 
 
+def with_reference_rationales(
+    task: ReasoningTask,
+    examples: Sequence[VerificationExample],
+    *,
+    verification_format: VerificationFormat = DEFAULT_FORMAT,
+) -> tuple[list[VerificationExample], int]:
+    """Each example with a reference-guided rationale (:meth:`VerificationFormat.reference_rationale`):
+    the task's reference solution of the question, then the example's extracted final answer.
+    Examples whose question has no reference solution are left out; returns (examples, left out)."""
+    out: list[VerificationExample] = []
+    references: dict[str, str | None] = {}
+    for example in examples:
+        if example.question not in references:
+            references[example.question] = task.reference_solution(example.question)
+        reference = references[example.question]
+        if reference is None:
+            continue
+        rationale = verification_format.reference_rationale(reference, task.extract(example.solution))
+        out.append(replace(example, rationale=rationale))
+    return out, len(examples) - len(out)
+
+
 def balance_examples(examples: Sequence[VerificationExample], mode: Balance = "downsample", *,
                      seed: int = 0) -> list[VerificationExample]:
     """Equal numbers of correct and incorrect examples (``none``: unchanged)."""
@@ -140,7 +168,8 @@ def build_genrm_examples(
         raise ValueError(f"generation_weight must be >= 0, got {generation_weight}")
     balanced = balance_examples(verification, balance, seed=seed)
     rng = random.Random(seed + 1)
-    rows = [verification_format.training_example(e.question, e.solution, e.correct, chat=chat) for e in balanced]
+    rows = [verification_format.training_example(e.question, e.solution, e.correct, chat=chat, rationale=e.rationale)
+            for e in balanced]
     wanted = round(generation_weight * len(balanced))
     if wanted and not generation:
         raise ValueError("generation_weight > 0 needs generation examples (question, correct solution)")
@@ -163,4 +192,5 @@ def build_genrm_examples(
     }
     for source in sorted({e.source for e in balanced}):
         counts[f"from_{source}"] = sum(e.source == source for e in balanced)
+    counts["with_rationale"] = sum(e.rationale is not None for e in balanced)
     return GenRMExamples(rows, counts)

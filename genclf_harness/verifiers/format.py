@@ -15,6 +15,18 @@ Chain-of-thought verification (GenRM-CoT)::
     assistant: {sampled rationale}
                Is the answer correct (Yes/No)? Yes     <- scored after each rationale
 
+Chain-of-thought verifiers are trained here on *reference-guided* rationales
+(:meth:`VerificationFormat.reference_rationale`): the rationale solves the problem again (the task's
+reference solution) and then states the checked solution's final answer::
+
+    assistant: Solving it again: The last letter of "wave" is "e". The answer is e.
+               The solution's answer is o.
+               Is the answer correct (Yes/No)? No
+
+so a verifier learns to re-derive the answer and compare, and at test time it writes its own
+rationale (:meth:`GenRM.score_cot`). The GenRM paper's CoT rationales came from a larger model
+given the reference solution; for tasks with an exact reference this builds them without one.
+
 The answer strings, and why:
 
 - with a chat template the verdict is the first thing the assistant says, so the answers are
@@ -53,6 +65,8 @@ class VerificationFormat:
     cot_instruction: str = "Let's verify step by step."
     yes: str = "Yes"
     no: str = "No"
+    rationale_intro: str = "Solving it again:"
+    """How a reference-guided rationale (:meth:`reference_rationale`) starts."""
 
     def user_message(self, question: str, solution: str, *, cot: bool = False) -> str:
         return self.template.format(
@@ -82,10 +96,29 @@ class VerificationFormat:
         context = f"{cot_prompt}{rationale.rstrip()}\n{self.question}"
         return LabelPrompt(context, self.answers(after_marker=False))
 
-    def training_example(self, question: str, solution: str, correct: bool, *, chat: bool = True) -> dict:
-        """A TRL prompt-completion row teaching the verdict (conversational when ``chat``)."""
-        user = self.user_message(question, solution)
+    def reference_rationale(self, reference: str, answer: str | None) -> str:
+        """A verification rationale guided by a reference solution: solve the problem again, then
+        state the checked solution's final answer, so the verdict compares two answers."""
+        checked = f"The solution's answer is {answer}." if answer else "The solution gives no final answer."
+        return f"{self.rationale_intro} {reference.strip()}\n{checked}"
+
+    def training_example(self, question: str, solution: str, correct: bool, *, chat: bool = True,
+                         rationale: str | None = None) -> dict:
+        """A TRL prompt-completion row teaching the verdict (conversational when ``chat``).
+
+        With a ``rationale`` it is a chain-of-thought example: the prompt is :meth:`cot_prompt`'s and
+        the completion is the rationale, then the question and the verdict, exactly the text
+        :meth:`after_rationale` scores (``rationale\nIs the answer correct (Yes/No)? Yes``).
+        """
         verdict = self.yes if correct else self.no
+        if rationale is not None:
+            user = self.user_message(question, solution, cot=True)
+            answer = f"{rationale.rstrip()}\n{self.question} {verdict}"
+            if chat:
+                return {"prompt": [{"role": "user", "content": user}],
+                        "completion": [{"role": "assistant", "content": answer}]}
+            return {"prompt": user + "\n", "completion": answer}
+        user = self.user_message(question, solution)
         if chat:
             return {"prompt": [{"role": "user", "content": user}], "completion": [{"role": "assistant", "content": verdict}]}
         return {"prompt": user, "completion": " " + verdict}

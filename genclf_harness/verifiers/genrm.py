@@ -10,6 +10,7 @@ of answer tokens are documented in :mod:`genclf_harness.verifiers.format`.
     verifier = GenRM.from_pretrained("runs/genrm_last_letter")     # or "default"
     verifier.score(["Take the last letters ..."], ['... The answer is nr.'])       # [0.93]
     verifier.score_cot(questions, solutions, k=4, seed=0)         # mean P(Yes) over 4 rationales
+    verifier.verify(questions, solutions)   # as the verifier was trained: directly, or after its rationale
 """
 
 from __future__ import annotations
@@ -60,6 +61,9 @@ class GenRM:
         generator: samples CoT rationales; default: the scorer itself if it can generate.
         format: the verification prompt (:class:`VerificationFormat`).
         chat: use the chat template (``None``: when the tokenizer has one).
+        cot: how :meth:`verify` scores: 0 directly, k > 0 with k chain-of-thought rationales
+            (sampled at ``cot_temperature``, 0 = greedy, at most ``cot_max_new_tokens`` long).
+            ``from_pretrained`` takes it from the training record of a verifier trained here.
     """
 
     def __init__(
@@ -70,7 +74,12 @@ class GenRM:
         generator: Generator | None = None,
         format: VerificationFormat = DEFAULT_FORMAT,
         chat: bool | None = None,
+        cot: int = 0,
+        cot_temperature: float = 0.0,
+        cot_max_new_tokens: int = 128,
     ) -> None:
+        if cot < 0:
+            raise ValueError(f"cot must be 0 (direct) or a number of rationales, not {cot}")
         self.scorer = scorer
         self.tokenizer = tokenizer if tokenizer is not None else getattr(scorer, "tokenizer", None)
         if self.tokenizer is None:
@@ -80,6 +89,9 @@ class GenRM:
         self.generator = generator
         self.format = format
         self.chat = chat
+        self.cot = int(cot)
+        self.cot_temperature = float(cot_temperature)
+        self.cot_max_new_tokens = int(cot_max_new_tokens)
 
     @classmethod
     def from_pretrained(
@@ -93,10 +105,15 @@ class GenRM:
         **kwargs: Any,
     ) -> GenRM:
         """A transformers verifier: a model folder, a LoRA adapter folder (merged on its base),
-        a hub id, or ``None``/``"default"`` (the embedded model, untrained as a verifier)."""
+        a hub id, or ``None``/``"default"`` (the embedded model, untrained as a verifier).
+
+        A folder written by ``genclf-train genrm`` records how its verifier scores (directly, or
+        after its own rationale when trained on rationales); that is :meth:`verify`'s default
+        unless ``cot=`` (and ``cot_temperature=``, ``cot_max_new_tokens=``) say otherwise."""
         from genclf_harness.backends.generation import HFGenerator
         from genclf_harness.backends.scorer import HFScorer
 
+        kwargs = {**trained_verification(pretrained), **kwargs}
         model, tokenizer = load_verifier_model(pretrained, dtype=dtype, device=device)
         scorer = HFScorer(model, tokenizer, autocast_dtype=autocast_dtype, max_batch_tokens=max_batch_tokens)
         return cls(scorer, tokenizer=tokenizer, generator=HFGenerator.from_scorer(scorer), **kwargs)
@@ -117,6 +134,15 @@ class GenRM:
     def score(self, questions: Sequence[str], solutions: Sequence[str], *, show_progress: bool = False) -> list[float]:
         """P("Yes") normalised over Yes/No for each (question, solution) pair."""
         return [verdict.p_yes for verdict in self.verdicts(questions, solutions, show_progress=show_progress)]
+
+    def verify(self, questions: Sequence[str], solutions: Sequence[str], *, show_progress: bool = False) -> list[float]:
+        """P("Yes") per pair the way this verifier scores: directly, or (``cot`` > 0) averaged over
+        its chain-of-thought rationales."""
+        if not self.cot:
+            return self.score(questions, solutions, show_progress=show_progress)
+        verdicts = self.score_cot(questions, solutions, k=self.cot, temperature=self.cot_temperature,
+                                  max_new_tokens=self.cot_max_new_tokens, seed=0, show_progress=show_progress)
+        return [verdict.p_yes for verdict in verdicts]
 
     # -- chain-of-thought verification ---------------------------------------------------------
 
@@ -160,6 +186,28 @@ class GenRM:
             values = tuple(p_yes(s).p_yes for s in scored[index * k : (index + 1) * k])
             verdicts.append(CoTVerdict(sum(values) / len(values), tuple(samples), values))
         return verdicts
+
+
+def trained_verification(pretrained: str | None) -> dict[str, Any]:
+    """``cot``, ``cot_temperature``, ``cot_max_new_tokens`` recorded by ``genclf-train genrm`` in a
+    verifier folder (``genclf_train.json``); empty for anything else."""
+    import json
+    from pathlib import Path
+
+    if not pretrained:
+        return {}
+    record_path = Path(pretrained) / "genclf_train.json"
+    if not record_path.is_file():
+        return {}
+    try:
+        record = json.loads(record_path.read_text())
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{record_path}: unreadable training record ({err})") from None
+    mode = record.get("verification") or {}
+    if mode.get("mode") != "cot":
+        return {}
+    return {"cot": int(mode.get("samples", 1)), "cot_temperature": float(mode.get("temperature", 0.0)),
+            "cot_max_new_tokens": int(mode.get("max_new_tokens", 128))}
 
 
 def _check_pairs(questions: Sequence[str], solutions: Sequence[str]) -> None:

@@ -14,6 +14,7 @@ verifier training). Three are built in:
 
 from __future__ import annotations
 
+import functools
 import random
 import re
 from collections.abc import Callable, Sequence
@@ -55,6 +56,9 @@ class ReasoningTask:
     corrupt: Callable[[Problem, random.Random], str | None] | None = field(default=None, repr=False)
     """A wrong solution made from the reference one (None when the task has none)."""
     max_new_tokens: int = 256
+    solve: Callable[[str], str | None] | None = field(default=None, repr=False)
+    """The reference solution of any question of the task (None when unknown): what the
+    reference-guided rationales of a chain-of-thought verifier are built from."""
 
     def problems(self, split: Split, count: int | None = None, *, seed: int = 0) -> list[Problem]:
         return self.load(split, count, seed)
@@ -71,6 +75,10 @@ class ReasoningTask:
 
     def is_correct(self, solution: str, gold: str) -> bool:
         return answers_match(self.extract(solution), gold)
+
+    def reference_solution(self, question: str) -> str | None:
+        """A correct solution of ``question`` in the generator's format (None when the task cannot tell)."""
+        return self.solve(question) if self.solve is not None else None
 
 
 # -- GSM8K ----------------------------------------------------------------------------------------
@@ -145,6 +153,28 @@ _GSM8K_DEMOS = (
     ),
 )
 
+@functools.lru_cache(maxsize=2)
+def _gsm8k_references(data_dir: str) -> dict[str, str]:
+    from genclf_harness.data.specs import DataError
+
+    references: dict[str, str] = {}
+    for split in ("train", "test"):
+        try:
+            problems = load_gsm8k(split, data_dir=data_dir)
+        except DataError:
+            continue
+        references.update((p.question.strip(), p.solution) for p in problems if p.solution)
+    return references
+
+
+def gsm8k_solution(question: str) -> str | None:
+    """The reference solution of a GSM8K question found in the local data folder (None if absent)."""
+    from genclf_harness.data.loader import resolve_data_root
+
+    root = resolve_data_root(None)
+    return _gsm8k_references(str(root)).get(question.strip()) if root is not None else None
+
+
 GSM8K = ReasoningTask(
     name="gsm8k",
     load=lambda split, count, seed: load_gsm8k(split, count, seed),
@@ -153,6 +183,7 @@ GSM8K = ReasoningTask(
     instruction="Solve the problem step by step and end with \"The answer is N.\"\n\n",
     corrupt=corrupt_gsm8k,
     max_new_tokens=256,
+    solve=gsm8k_solution,
 )
 
 # -- algorithmic tasks ----------------------------------------------------------------------------
@@ -171,6 +202,10 @@ def _algorithmic(task: algorithmic.AlgorithmicTaskName, demo_words: Sequence[Seq
     def corrupt(problem: Problem, rng: random.Random) -> str | None:
         return algorithmic.corrupt_solution(task, words_of(task, problem.question), rng)
 
+    def solve(question: str) -> str | None:
+        words = words_of(task, question)
+        return algorithmic.reference_solution(task, words) if words else None
+
     return ReasoningTask(
         name=task,
         load=load,
@@ -181,6 +216,7 @@ def _algorithmic(task: algorithmic.AlgorithmicTaskName, demo_words: Sequence[Seq
         stop=("\n",),  # a solution is one line; what follows a newline is rambling
         corrupt=corrupt,
         max_new_tokens=max_new_tokens,
+        solve=solve,
     )
 
 
