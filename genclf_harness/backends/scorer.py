@@ -262,8 +262,10 @@ class HFScorer:
     # -- prefix cache -----------------------------------------------------------------------------
 
     def _use_prefix_cache(self, rows: Sequence[Row]) -> bool:
-        if not rows or self.prefix_cache is not None:
-            return bool(rows) and bool(self.prefix_cache)
+        if not rows:
+            return False
+        if self.prefix_cache is not None:
+            return self.prefix_cache
         if self.device.type != "cpu" or self._sliding_window is not None or len(rows) < 2:
             return False
         contexts = sorted(row.context for row in rows)

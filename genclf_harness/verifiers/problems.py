@@ -153,6 +153,7 @@ _GSM8K_DEMOS = (
     ),
 )
 
+
 @functools.lru_cache(maxsize=2)
 def _gsm8k_references(data_dir: str) -> dict[str, str]:
     from genclf_harness.data.specs import DataError
