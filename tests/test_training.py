@@ -99,6 +99,23 @@ def test_grpo_prompt_selection_rule_and_its_config_checks() -> None:
         load_config(GRPORecipeConfig, None, ["select.pool_examples=0"])
 
 
+def test_balanced_selection_keeps_equal_counts_per_gold_label_interleaved() -> None:
+    from genclf_harness.training.grpo import balance_by_label
+
+    # Rows 0-7 with gold labels; the in-range rows are over-weighted toward label 1 (5 of 7).
+    labels = [1, 1, 0, 1, 1, 0, 1, 2]
+    names = ["negative", "positive"]
+    in_range = [0, 1, 2, 3, 4, 5, 6]
+    assert balance_by_label(in_range, labels, names, None) == [2, 0, 5, 1]  # the rarer label caps the other
+    assert balance_by_label(in_range, labels, names, 2) == [2, 0]  # limit // K per label
+    assert balance_by_label([6, 5, 4, 2], labels, names, None) == [5, 6, 2, 4]  # order within a label kept
+    with pytest.raises(ValueError, match=r"no selected row has the gold label 'negative' \(negative 0, positive 3\)"):
+        balance_by_label([0, 1, 3], labels, names, None)
+    with pytest.raises(ValueError, match="max_train_examples=2 is fewer than one row for each of the 3 labels"):
+        balance_by_label([0, 2, 7], labels, ["a", "b", "c"], 2)
+    assert balance_by_label([0, 2, 7], [2, 0, 0, 0, 0, 0, 0, 1], ["a", "b", "c"], None) == [2, 7, 0]
+
+
 def test_bench_train_carries_over_the_stages_it_does_not_rerun(tmp_path: Path) -> None:
     from genclf_harness.cli.bench_train import StageRow, _carry_over
 
@@ -369,5 +386,9 @@ def test_grpo_two_steps_from_the_sft_adapter(sft_run, tmp_path: Path) -> None:
     # The 16 pooled rows were scored by the SFT adapter; only those below 0.97 gold probability train.
     selection = record["selection"]
     assert selection["pool"] == 16 and selection["above_max"] + selection["in_range"] + selection["below_min"] == 16
-    assert record["prompts"] == selection["kept"] == min(8, selection["in_range"]) >= 1
+    # Balanced by default: as many positive as negative prompts, as many as the rarer label has in range.
+    kept = selection["kept_labels"]
+    assert kept["negative"] == kept["positive"] == min(4, *selection["in_range_labels"].values()) >= 1
+    assert record["prompts"] == selection["kept"] == sum(kept.values())
+    assert sum(selection["pool_labels"].values()) == 16
     assert 0.0 <= selection["kept_mean_gold_prob"] <= 0.97
