@@ -99,6 +99,28 @@ def test_grpo_prompt_selection_rule_and_its_config_checks() -> None:
         load_config(GRPORecipeConfig, None, ["select.pool_examples=0"])
 
 
+def test_grpo_bias_split_separates_a_threshold_shift_from_better_ranking() -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("grpo_bias_split", REPO / "scripts" / "grpo_bias_split.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    gold = [0, 0, 0, 0, 1, 1, 1, 1]
+    sft = [-3.0, -2.0, -1.5, -0.2, -0.1, 0.5, -1.0, 2.0]  # ranks well, answers 1 too rarely: 6 of 8 right
+    shifted = [x + 0.15 for x in sft]  # the same ranking, a lower threshold: 7 of 8 right, all of it bias
+    split = module.bias_split(sft, shifted, gold)
+    assert split["sft_acc"] == 0.75 and split["grpo_acc"] == 0.875 and split["sft_positive_share"] == 0.25
+    assert split["bias_points"] == pytest.approx(12.5) and split["rest_points"] == pytest.approx(0.0)
+    better = [-3.0, -2.0, -1.5, -0.2, 0.1, 0.5, 0.3, 2.0]  # answers 1 on half, all right; SFT at half: 6 of 8
+    split = module.bias_split(sft, better, gold)
+    assert split["sft_at_grpo_share_acc"] == 0.75 and split["grpo_acc"] == 1.0
+    assert split["bias_points"] == pytest.approx(0.0) and split["rest_points"] == pytest.approx(25.0)
+    assert split["sft_best_threshold_acc"] == 0.875  # threshold between -0.2 and -0.1: only -1.0 is wrong
+    assert module.bias_split(sft, [1.0] * 8, gold)["sft_at_grpo_share_acc"] == 0.5  # constant answer
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        module.bias_split(sft, [float("nan")] * 8, gold)
+
+
 def test_balanced_selection_keeps_equal_counts_per_gold_label_interleaved() -> None:
     from genclf_harness.training.grpo import balance_by_label
 
