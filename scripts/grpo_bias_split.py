@@ -9,7 +9,8 @@ threshold so that its share of positive answers equals the GRPO adapter's, and s
     bias = acc(SFT at GRPO's positive share) - acc(SFT)        rest = acc(GRPO) - acc(SFT at that share)
 
 It also prints the best accuracy any SFT threshold reaches (an oracle: it looks at the labels).
-Binary label sets only (a share of positive answers fixes one threshold).
+Binary label sets only (a share of positive answers fixes one threshold), and runs trained on
+plain-text prompts (``data.chat_template: false``, as the shipped SST-2 configs are).
 
     python scripts/grpo_bias_split.py --dataset sst2 runs/bench_train_sst2/sft runs/bench_train_sst2/grpo
 """

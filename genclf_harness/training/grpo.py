@@ -153,8 +153,8 @@ class PromptSelectConfig(Section):
     under-predicts a label finds that label's rows uncertain, so the window over-samples it (after a
     500-row SST-2 SFT: 71% of the rows in range and 77% of the 192 kept were positive, from a pool
     54% positive), and on such a prompt set the constant answer earns 0.77 reward; GRPO found it
-    within 8 steps. On a balanced set a constant
-    answer earns 1/K, so only telling the labels apart pays.
+    within 8 steps. On a balanced set a constant answer earns 1/K, so only telling the labels apart
+    pays.
     """
 
     by: Literal["none", "gold_prob"] = field(
