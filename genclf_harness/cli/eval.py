@@ -4,6 +4,9 @@ Same flags and output as ``lm_eval``. On top of it:
 - the genclf models (``genclf-hf`` ...) are registered;
 - this package's ``tasks/`` folder is on the include path (a user's ``--include_path`` is kept);
 - ``pretrained=default`` in ``--model_args`` means the embedded default model (any ``--model``);
+- ``--tasks genclf_<name>`` (scored) and ``genclf_<name>_gen`` (generated answers) work for a local
+  data set ``<name>`` of your own under ``$GENCLF_DATA_DIR`` (``genclf_harness.data.local``): their
+  task YAMLs are written into a temporary folder put on the include path for the run;
 - every results file gets a ``genclf_manifest`` (see ``genclf_harness.harness.manifest``).
 
 ``accelerate launch -m genclf_harness.cli.eval ...`` works the same way.
@@ -12,9 +15,12 @@ Same flags and output as ``lm_eval``. On top of it:
 from __future__ import annotations
 
 import functools
+import json
 import re
 import sys
+import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 
 _DEFAULT_PRETRAINED = re.compile(r"(^|,)\s*pretrained\s*=\s*default\s*(?=,|$)")
 
@@ -67,6 +73,57 @@ def install_manifest_hook() -> None:
     evaluator.evaluate = evaluate_with_manifest
 
 
+LOCAL_TASK_YAML = """# Written by genclf-eval for the local data set {dataset} (genclf_harness/cli/eval.py).
+task: {task}
+class: !function genclf_harness.harness.{cls}
+dataset_kwargs:
+  dataset: {dataset}
+"""
+LOCAL_GEN_TASK_YAML = """# Written by genclf-eval for the local data set {dataset} (genclf_harness/cli/eval.py).
+task: {task}
+include: {template}
+dataset_kwargs:
+  dataset: {dataset}
+  strategy: zero
+"""
+
+
+def write_local_tasks(task_names: Sequence[str], folder: Path) -> list[str]:
+    """Write the YAML of each ``genclf_<name>`` / ``genclf_<name>_gen`` in ``task_names`` whose
+    ``<name>`` is a local data set (not a built-in one) into ``folder``; returns the task names."""
+    from genclf_harness.data.local import local_spec
+    from genclf_harness.data.specs import SPECS
+    from genclf_harness.resources import tasks_dir
+
+    written = []
+    for task in dict.fromkeys(task_names):
+        if not task.startswith("genclf_"):
+            continue
+        name = task.removeprefix("genclf_")
+        candidates = [(name, False)] + ([(name.removesuffix("_gen"), True)] if name.endswith("_gen") else [])
+        for dataset, generative in candidates:
+            if dataset in SPECS or local_spec(dataset) is None:
+                continue
+            if generative:
+                text = LOCAL_GEN_TASK_YAML.format(
+                    task=task, dataset=json.dumps(dataset),
+                    template=json.dumps(str(tasks_dir() / "strategies" / "_strategy_gen_yaml")))
+            else:
+                text = LOCAL_TASK_YAML.format(task=task, dataset=json.dumps(dataset),
+                                              cls="classification_task.GenclfClassificationTask")
+            (folder / f"{task}.yaml").write_text(text, encoding="utf-8")
+            written.append(task)
+            break
+    return written
+
+
+def _requested_tasks(tasks: str | Sequence[str] | None) -> list[str]:
+    if not tasks:
+        return []
+    items = [tasks] if isinstance(tasks, str) else list(tasks)
+    return [name.strip() for item in items for name in str(item).split(",") if name.strip()]
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     from lm_eval._cli import HarnessCLI
     from lm_eval.utils import setup_logging
@@ -87,7 +144,11 @@ def main(argv: Sequence[str] | None = None) -> None:
             args.include_path, str
         ) else list(args.include_path or [])
         args.include_path = [str(tasks_dir()), *user_paths]
-    parser.execute(args)
+    with tempfile.TemporaryDirectory(prefix="genclf-local-tasks-") as local_tasks:
+        if hasattr(args, "include_path") and write_local_tasks(_requested_tasks(getattr(args, "tasks", None)),
+                                                               Path(local_tasks)):
+            args.include_path.append(local_tasks)
+        parser.execute(args)
 
 
 if __name__ == "__main__":

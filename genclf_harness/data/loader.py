@@ -15,30 +15,17 @@ from pathlib import Path
 from typing import Any
 
 from genclf_harness.data.jsonl import iter_jsonl
+from genclf_harness.data.root import DATA_DIR_ENV, resolve_data_root
 from genclf_harness.data.specs import DataError, DatasetSpec, get_spec
 
-DATA_DIR_ENV = "GENCLF_DATA_DIR"
+__all__ = ["DATA_DIR_ENV", "load_split", "resolve_data_root"]
 
 Row = dict[str, Any]
 
 
-def resolve_data_root(data_dir: str | os.PathLike[str] | None = None) -> Path | None:
-    """The local data root: the argument, else ``$GENCLF_DATA_DIR``, else None (hub only)."""
-    raw = data_dir if data_dir is not None else os.environ.get(DATA_DIR_ENV)
-    if not raw:
-        return None
-    root = Path(raw).expanduser()
-    if not root.is_dir():
-        raise DataError(
-            f"The data root {str(root)!r} (from {'data_dir' if data_dir is not None else DATA_DIR_ENV}) "
-            "does not exist or is not a folder."
-        )
-    return root
-
-
 def load_split(name: str, split: str, data_dir: str | os.PathLike[str] | None = None) -> list[Row]:
     """Rows of one split, normalised to ``{"id", <input fields>, "label": int}``."""
-    spec = get_spec(name)
+    spec = get_spec(name, data_dir)
     if spec.splits and split not in spec.splits:
         raise DataError(
             f"Data set {name!r} has no split {split!r}; its splits are {', '.join(spec.splits)}."
@@ -50,7 +37,7 @@ def load_split(name: str, split: str, data_dir: str | os.PathLike[str] | None = 
     else:
         rows = _read_hub(spec, split, local_file)
     if not rows:
-        where = local_file if local_file is not None and local_file.is_file() else spec.hub.path
+        where = local_file if local_file is not None and local_file.is_file() else spec.hub.path  # type: ignore[union-attr]
         raise DataError(f"Data set {name!r} split {split!r} is empty ({where}).")
     return rows
 
@@ -108,11 +95,17 @@ def _label_index(spec: DatasetSpec, value: Any, where: str) -> int:
 
 def _read_hub(spec: DatasetSpec, split: str, local_file: Path | None) -> list[Row]:
     hub = spec.hub
-    hub_split = hub.splits.get(split, split)
     local_note = (
         f"no local file {local_file}" if local_file is not None
         else f"no local root ({DATA_DIR_ENV} is not set)"
     )
+    if hub is None:
+        raise DataError(
+            f"Cannot load data set {spec.name!r} split {split!r}: {local_note}, and the data set has no "
+            f"hub copy (its meta.json names no 'hub'). Put the rows in {spec.name}/{split}.jsonl under "
+            f"the data root."
+        )
+    hub_split = hub.splits.get(split, split)
     try:
         import datasets
 

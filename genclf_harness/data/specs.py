@@ -8,6 +8,7 @@ except where a plainer word reads better in a prompt (RTE/CB answer "True"/"Fals
 from __future__ import annotations
 
 import difflib
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -48,7 +49,8 @@ class DatasetSpec:
     """One line before the examples; ``{labels}`` becomes the label words joined with commas/"or"."""
     template: str
     """The input as the model sees it, ending with the answer cue; ``{field}`` placeholders."""
-    hub: HubSource
+    hub: HubSource | None
+    """The public copy, or None for a data set that exists only as local files."""
     splits: tuple[str, ...] = ()
     definitions: Mapping[str, str] = field(default_factory=dict)
     """A short definition per label name (written for this project), for prompts that state them."""
@@ -218,13 +220,34 @@ def list_specs() -> list[str]:
     return sorted(_SPECS)
 
 
-def get_spec(name: str) -> DatasetSpec:
-    """The spec of a data set by name; an unknown name gets a "did you mean" error."""
-    try:
-        return _SPECS[name]
-    except KeyError:
-        close = difflib.get_close_matches(name, _SPECS, n=3)
-        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-        raise DataError(
-            f"Unknown data set {name!r}.{hint} Known data sets: {', '.join(list_specs())}."
-        ) from None
+def get_spec(name: str, data_dir: str | os.PathLike[str] | None = None) -> DatasetSpec:
+    """The spec of a data set by name: a built-in one, else a local data set of your own.
+
+    A local data set is a folder ``<name>`` under the data root (``data_dir``, else
+    ``$GENCLF_DATA_DIR``) with a ``meta.json`` naming its labels (``genclf_harness.data.local``).
+    An unknown name gets a "did you mean" error that lists both kinds.
+    """
+    spec = _SPECS.get(name)
+    if spec is not None:
+        return spec
+    from genclf_harness.data.local import list_local, local_spec
+
+    found = local_spec(name, data_dir)
+    if found is not None:
+        return found
+    local = list_local(data_dir)
+    close = difflib.get_close_matches(name, [*_SPECS, *local], n=3)
+    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    own = f"; local data sets: {', '.join(local)}" if local else ""
+    raise DataError(
+        f"Unknown data set {name!r}.{hint} Known data sets: {', '.join(list_specs())}{own}. "
+        f"A data set of your own is a folder {name}/ under the data root ({_root_note(data_dir)}) "
+        "with <split>.jsonl files and a meta.json naming its labels."
+    ) from None
+
+
+def _root_note(data_dir: str | os.PathLike[str] | None) -> str:
+    if data_dir is not None:
+        return str(data_dir)
+    raw = os.environ.get("GENCLF_DATA_DIR")
+    return raw if raw else "GENCLF_DATA_DIR, not set"

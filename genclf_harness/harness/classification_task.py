@@ -20,11 +20,15 @@ results and nothing extra is scored.
 
 from __future__ import annotations
 
+import copy
+import functools
+import importlib
 import logging
 import random
 import re
 from typing import Any
 
+import yaml
 from lm_eval.api.instance import Instance
 from lm_eval.api.task import ConfigurableTask
 
@@ -36,12 +40,75 @@ from genclf_harness.prompts import render_input
 logger = logging.getLogger(__name__)
 
 
+TEMPLATE_NAME = "classification/_classification_template_yaml"
+"""The shared task template under ``tasks/``: the defaults of every genclf classification task."""
+_SPLIT_KEYS = ("test_split", "training_split", "fewshot_split", "validation_split")
+
+
+def _function_constructor(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
+    # The template names only this package's own functions, as "module.function".
+    module, _, name = loader.construct_scalar(node).rpartition(".")  # type: ignore[arg-type]
+    return getattr(importlib.import_module(module), name)
+
+
+class _TemplateLoader(yaml.SafeLoader):
+    pass
+
+
+_TemplateLoader.add_constructor("!function", _function_constructor)
+
+
+@functools.lru_cache(maxsize=1)
+def template_defaults() -> dict[str, Any]:
+    """The template's keys, ``!function`` tags resolved (callers get a deep copy)."""
+    from genclf_harness.resources import tasks_dir
+
+    with open(tasks_dir() / TEMPLATE_NAME, encoding="utf-8") as handle:
+        loaded = yaml.load(handle, Loader=_TemplateLoader)  # noqa: S506 - a SafeLoader with one tag
+    loaded.pop("class", None)
+    return loaded
+
+
+def complete_config(config: dict[str, Any] | None) -> tuple[dict[str, Any], DatasetSpec]:
+    """A task config with the template's defaults under it and its splits taken from its data set.
+
+    So a task of your own needs only ``task``, ``class`` and ``dataset_kwargs: {dataset: <name>}``;
+    ``test_split`` defaults to the data set's evaluation split, ``training_split`` and
+    ``fewshot_split`` to its training split. A split the data set does not have is an error here,
+    not a ``KeyError`` deep inside lm-eval.
+    """
+    config = dict(config or {})
+    config.pop("class", None)
+    defaults = copy.deepcopy(template_defaults())
+    task = config.get("task", "<unnamed task>")
+    metadata = config.get("metadata")
+    merged = {**defaults, **config,
+              "metadata": {**defaults.get("metadata", {}), **(metadata if isinstance(metadata, dict) else {})}}
+    dataset_kwargs = merged.get("dataset_kwargs") or {}
+    dataset = dataset_kwargs.get("dataset") if isinstance(dataset_kwargs, dict) else None
+    if not isinstance(dataset, str) or not dataset:
+        raise ValueError(f"task {task!r}: dataset_kwargs must name the data set, e.g. "
+                         "'dataset_kwargs: {dataset: sst2}' (a built-in one or a folder under GENCLF_DATA_DIR)")
+    data_dir = dataset_kwargs.get("data_dir") or merged["metadata"].get("data_dir")
+    spec = get_spec(dataset, data_dir)
+    if merged.get("test_split") is None:
+        merged["test_split"] = spec.eval_split
+    for key in ("training_split", "fewshot_split"):
+        if merged.get(key) is None:
+            merged[key] = spec.train_split
+    for key in _SPLIT_KEYS:
+        value = merged.get(key)
+        if value is not None and spec.splits and value not in spec.splits:
+            raise ValueError(f"task {task!r}: {key} {value!r} is not a split of data set {spec.name!r} "
+                             f"({', '.join(spec.splits)})")
+    return merged, spec
+
+
 class GenclfClassificationTask(ConfigurableTask):
     """A multiple-choice classification task whose results feed calibrated metrics."""
 
     def __init__(self, config: dict[str, Any] | None = None, **kwargs: Any) -> None:
-        config = dict(config or {})
-        config.pop("class", None)
+        config, self.genclf_spec = complete_config(config)
         # A config-level process_results also tells lm-eval that the metric names are ours (it
         # would otherwise look each one up in the HF evaluate library).
         config["process_results"] = self._process_document
@@ -68,7 +135,7 @@ class GenclfClassificationTask(ConfigurableTask):
 
     def _anchor_contexts(self, doc: dict, ctx: str) -> list[str]:
         """Content-free contexts, then the domain-premise context, then the empty context."""
-        spec = get_spec(self.config.dataset_kwargs["dataset"])
+        spec = self.genclf_spec
         query = self.doc_to_text(doc)
         at = ctx.rfind(query)
         if at < 0:
@@ -128,4 +195,4 @@ INDUCTIVE_SEED = 1234
 
 def _answer_cue(spec: DatasetSpec) -> str:
     """The template's text after its last input field: "Review: {text}\nSentiment:" -> "Sentiment:"."""
-    return re.split(r"\{[a-z_]+\}", spec.template)[-1].strip()
+    return re.split(r"\{[^{}]*\}", spec.template)[-1].strip()

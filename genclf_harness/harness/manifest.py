@@ -92,7 +92,7 @@ def task_manifest(task: Any, tokenizer: Any) -> dict[str, Any] | None:
     dataset = (getattr(config, "dataset_kwargs", None) or {}).get("dataset")
     if dataset is None:
         return None
-    spec = get_spec(dataset)
+    spec = getattr(task, "genclf_spec", None) or get_spec(dataset)
     delimiter = config.target_delimiter
     entry: dict[str, Any] = {
         "dataset": spec.name,

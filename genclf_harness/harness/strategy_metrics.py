@@ -33,8 +33,9 @@ class StrategyTask(ConfigurableTask):
     template's calibrated task class where the metrics differ (uncertainty and generative tasks)."""
 
     def __init__(self, config: dict[str, Any] | None = None, **kwargs: Any) -> None:
-        config = dict(config or {})
-        config.pop("class", None)
+        from genclf_harness.harness.classification_task import complete_config
+
+        config, self.genclf_spec = complete_config(config)
         super().__init__(config=config, **kwargs)
 
 

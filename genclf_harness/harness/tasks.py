@@ -60,7 +60,7 @@ def load_classification(
     """
     import datasets
 
-    spec = get_spec(dataset)
+    spec = get_spec(dataset, data_dir)
     split_names = spec.splits or tuple(dict.fromkeys((spec.eval_split, spec.train_split)))
     if strategy is None:
         return datasets.DatasetDict({

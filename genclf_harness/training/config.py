@@ -100,7 +100,8 @@ class ModelConfig(Section):
 class DataConfig(Section):
     """Which examples: a data set of `genclf_harness.data`, rendered by a GenCLS++ prompt strategy."""
 
-    dataset: str = field(default="sst2", metadata={"help": "A data set name (genclf_harness.data.list_specs())."})
+    dataset: str = field(default="sst2", metadata={"help": "A data set name: a built-in one (genclf_harness.data.list_specs()) or a "
+                                                   "local folder with meta.json under GENCLF_DATA_DIR."})
     strategy: str = field(
         default="zero",
         metadata={"help": "A prompt strategy name (genclf_harness.prompts.PromptStrategy), e.g. zero, def, bal3_def. "

@@ -1,0 +1,251 @@
+"""Data sets of your own (a folder with meta.json under the data root): specs, errors, tasks, training.
+
+The local data sets here are built in a temporary folder from rows of the real shared data (never
+copied into the repository).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from genclf_harness.data import DataError, get_spec, list_local, load_split, spec_from_folder
+
+
+def _rows(data_dir: Path, name: str, split: str, limit: int | None = None) -> list[dict[str, Any]]:
+    with open(data_dir / name / f"{split}.jsonl", encoding="utf-8") as handle:
+        rows = [json.loads(line) for line in handle if line.strip()]
+    return rows[:limit]
+
+
+def _write_set(root: Path, name: str, meta: Any, splits: dict[str, list[dict[str, Any]]]) -> Path:
+    folder = root / name
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, rows in splits.items():
+        (folder / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    (folder / "meta.json").write_text(meta if isinstance(meta, str) else json.dumps(meta), encoding="utf-8")
+    return folder
+
+
+def _nli(data_dir: Path, root: Path, name: str = "my_nli", meta: Any = None) -> Path:
+    """RTE rows with label names instead of indices, and no spec of their own."""
+    names = ["entailment", "not_entailment"]
+    splits = {split: [{**row, "label": names[row["label"]]} for row in _rows(data_dir, "rte", split, 40)]
+              for split in ("train", "validation")}
+    return _write_set(root, name, {"labels": names} if meta is None else meta, splits)
+
+
+def test_spec_defaults_come_from_meta_and_rows(data_dir: Path, tmp_path: Path) -> None:
+    _nli(data_dir, tmp_path)
+    spec = get_spec("my_nli", tmp_path)
+    assert spec.labels == ("entailment", "not_entailment")
+    assert spec.label_words == ("entailment", "not entailment")  # "_" read as a space
+    assert spec.input_fields == ("premise", "hypothesis")  # the first row's string fields, in order
+    assert spec.template == "Premise: {premise}\nHypothesis: {hypothesis}\nAnswer:"
+    assert spec.instruction == "Classify each input as {labels}."
+    assert (spec.eval_split, spec.train_split, spec.splits) == ("validation", "train", ("train", "validation"))
+    assert spec.hub is None and spec.task == "2-way classification"
+    rows = load_split("my_nli", "validation", data_dir=tmp_path)
+    gold = [row["label"] for row in _rows(data_dir, "rte", "validation", 40)]
+    assert [row["label"] for row in rows] == gold  # names mapped back to the same indices
+    assert list_local(tmp_path) == ["my_nli"]
+
+
+def test_meta_keys_override_the_defaults(data_dir: Path, tmp_path: Path) -> None:
+    meta = {
+        "labels": ["entailment", "not_entailment"], "label_words": ["yes", "no"],
+        "input_fields": ["hypothesis", "premise"], "template": "{premise}\nDoes it follow that {hypothesis}?",
+        "instruction": "Answer {labels}.", "eval_split": "train", "train_split": "validation",
+        "task": "entailment", "definitions": {"entailment": "it follows"},
+        "hub": {"path": "someone/nli", "label_map": {"0": 1, "1": 0}},
+        "source": "ignored, as are license and name",
+    }
+    spec = spec_from_folder(_nli(data_dir, tmp_path, meta=meta))
+    assert spec.label_words == ("yes", "no") and spec.input_fields == ("hypothesis", "premise")
+    assert (spec.eval_split, spec.train_split, spec.task) == ("train", "validation", "entailment")
+    assert spec.hub is not None and spec.hub.label_map == {0: 1, 1: 0} and spec.hub.revision == "main"
+    assert dict(spec.definitions) == {"entailment": "it follows"}
+
+
+@pytest.mark.parametrize(("meta", "message"), [
+    ("{not json", r"meta.json: not valid JSON"),
+    ([1, 2], r"meta.json: must be a JSON object, not list"),
+    ({"task": "x"}, r"meta.json: has no 'labels'"),
+    ({"labels": ["only"]}, r"at least two labels, not 1"),
+    ({"labels": ["a", "a"]}, r"'labels' names 'a' twice"),
+    ({"labels": ["a", ""]}, r"'labels' must be a list of non-empty strings"),
+    ({"labels": ["a_b", "a b"]}, r"'label_words' names 'a b' twice"),
+    ({"labels": ["a", "b"], "label_words": ["x"]}, r"'label_words' has 1 words for 2 labels"),
+    ({"labels": ["a", "b"], "template": "{premise} {claim}"}, r"'template' has placeholders \['claim'\]"),
+    ({"labels": ["a", "b"], "template": "{premise"}, r"'template' is not a valid template"),
+    ({"labels": ["a", "b"], "instruction": "Say {label}."}, r"'instruction' has placeholders \['label'\]"),
+    ({"labels": ["a", "b"], "eval_split": "dev"}, r"'eval_split' is 'dev', which is not one of its splits"),
+    ({"labels": ["a", "b"], "input_fields": ["label"]}, r"'input_fields' must not include 'label'"),
+    ({"labels": ["a", "b"], "definitions": {"c": "?"}}, r"'definitions' names \['c'\], which are not labels"),
+    ({"labels": ["a", "b"], "hub": {"path": "x/y", "split": "t"}}, r"'hub' has unknown keys \['split'\]"),
+    ({"labels": ["a", "b"], "hub": {"revision": "main"}}, r"'hub' must be an object with at least a 'path'"),
+])
+def test_bad_meta_is_named(data_dir: Path, tmp_path: Path, meta: Any, message: str) -> None:
+    folder = _nli(data_dir, tmp_path, meta=meta)
+    with pytest.raises(DataError, match=message) as err:
+        spec_from_folder(folder)
+    assert str(folder / "meta.json") in str(err.value)
+
+
+def test_missing_inputs_and_splits_are_named(tmp_path: Path) -> None:
+    _write_set(tmp_path, "numbers", {"labels": ["a", "b"]}, {"test": [{"score": 1, "label": 0}]})
+    with pytest.raises(DataError, match=r"first row of .*test.jsonl has no string field besides 'id' and 'label'"):
+        get_spec("numbers", tmp_path)
+    _write_set(tmp_path, "two", {"labels": ["a", "b"]}, {"train": [], "extra": []})
+    with pytest.raises(DataError, match=r"no test, validation or dev split among extra, train; name one as 'eval_split'"):
+        get_spec("two", tmp_path)
+    (tmp_path / "nofiles").mkdir()
+    (tmp_path / "nofiles" / "meta.json").write_text('{"labels": ["a", "b"]}')
+    with pytest.raises(DataError, match=r"holds no <split>.jsonl file"):
+        get_spec("nofiles", tmp_path)
+    # a split named in meta.json with no file, and no hub copy to fall back on
+    _write_set(tmp_path, "partial", {"labels": ["a", "b"], "splits": ["train", "test"]},
+               {"test": [{"text": "t", "label": "a"}]})
+    with pytest.raises(DataError, match=r"split 'train': no local file .*partial/train.jsonl, and the data set has no hub copy"):
+        load_split("partial", "train", data_dir=tmp_path)
+
+
+def test_an_unknown_label_in_a_row_names_file_and_line(data_dir: Path, tmp_path: Path) -> None:
+    folder = _nli(data_dir, tmp_path)
+    with open(folder / "validation.jsonl", "a", encoding="utf-8") as handle:
+        handle.write(json.dumps({"premise": "p", "hypothesis": "h", "label": "neutral"}) + "\n")
+    with pytest.raises(DataError, match=r"validation.jsonl:41: label 'neutral' is not a label of 'my_nli'"):
+        load_split("my_nli", "validation", data_dir=tmp_path)
+
+
+def test_unknown_name_lists_local_sets_and_says_how_to_add_one(data_dir: Path, tmp_path: Path) -> None:
+    _nli(data_dir, tmp_path)
+    with pytest.raises(DataError) as err:
+        get_spec("my_nil", tmp_path)
+    message = str(err.value)
+    assert "Did you mean 'my_nli'?" in message and "local data sets: my_nli" in message
+    assert f"a folder my_nil/ under the data root ({tmp_path})" in message
+    for bad_name in ("../rte", ".hidden"):
+        with pytest.raises(DataError, match="Unknown data set"):
+            get_spec(bad_name, tmp_path)
+
+
+def _sst2_copy(data_dir: Path, root: Path) -> None:
+    """The built-in SST-2 again, as a local data set described by meta.json alone."""
+    sst2 = get_spec("sst2")
+    folder = root / "my_sst2"
+    folder.mkdir(parents=True)
+    for split in ("train", "test"):
+        shutil.copy(data_dir / "sst2" / f"{split}.jsonl", folder / f"{split}.jsonl")
+    (folder / "meta.json").write_text(json.dumps({
+        "labels": list(sst2.labels), "template": sst2.template, "instruction": sst2.instruction}))
+    (root / "sst2").symlink_to(data_dir / "sst2")
+
+
+def test_local_task_scores_exactly_as_the_builtin_one(data_dir: Path, tmp_path: Path, default_model_dir: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--tasks genclf_my_sst2`` (a YAML written by genclf-eval), a user's three-line YAML and the
+    built-in ``genclf_sst2`` see the same rows and prompts, so every document scores the same."""
+    from genclf_harness.cli.eval import main as genclf_eval
+
+    root = tmp_path / "data"
+    _sst2_copy(data_dir, root)
+    monkeypatch.setenv("GENCLF_DATA_DIR", str(root))
+    own = tmp_path / "own_tasks"
+    own.mkdir()
+    (own / "mine.yaml").write_text(
+        "task: mine\nclass: !function genclf_harness.harness.classification_task.GenclfClassificationTask\n"
+        "dataset_kwargs:\n  dataset: my_sst2\n")
+    genclf_eval(["--model", "genclf-hf", "--model_args", "pretrained=default,dtype=float32",
+                 "--tasks", "genclf_sst2,genclf_my_sst2,mine", "--include_path", str(own),
+                 "--num_fewshot", "2", "--limit", "12", "--batch_size", "8", "--log_samples",
+                 "--output_path", str(tmp_path / "out")])
+    results_file = next((tmp_path / "out").rglob("results_*.json"))
+    results = json.loads(results_file.read_text())
+    lls = {}
+    for task in ("genclf_sst2", "genclf_my_sst2", "mine"):
+        assert results["results"][task]["sample_len"] == 12
+        samples = [json.loads(line) for line in next((tmp_path / "out").rglob(f"samples_{task}_*.jsonl")).open()]
+        lls[task] = [[float(r[0][0]) for r in s["resps"]] for s in sorted(samples, key=lambda s: s["doc_id"])]
+    assert lls["genclf_my_sst2"] == lls["genclf_sst2"] == lls["mine"]
+    assert results["results"]["mine"]["acc_prior,none"] == results["results"]["genclf_sst2"]["acc_prior,none"]
+    manifest = results["genclf_manifest"]["tasks"]["genclf_my_sst2"]
+    assert manifest["dataset"] == "my_sst2" and manifest["prompt"]["template"] == "Review: {text}\nSentiment:"
+    assert manifest["label_token_ids"] == results["genclf_manifest"]["tasks"]["genclf_sst2"]["label_token_ids"]
+    assert not list(own.glob("genclf_*")), "genclf-eval writes its local task YAMLs elsewhere"
+
+
+def _task_manager(tmp_path: Path, yaml_text: str):
+    from lm_eval.tasks import TaskManager
+
+    from genclf_harness.resources import tasks_dir
+
+    own = tmp_path / "own_tasks"
+    own.mkdir(exist_ok=True)
+    (own / "task.yaml").write_text(yaml_text)
+    return TaskManager(include_path=[str(tasks_dir()), str(own)], include_defaults=False)
+
+
+def test_without_a_training_split_demonstrations_never_show_the_document(data_dir: Path, tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    rows = _rows(data_dir, "trec", "test", 30)
+    _write_set(tmp_path / "data", "questions", {"labels": list(get_spec("trec").labels)}, {"test": rows})
+    monkeypatch.setenv("GENCLF_DATA_DIR", str(tmp_path / "data"))
+    manager = _task_manager(tmp_path, "task: q\nclass: !function genclf_harness.harness.classification_task."
+                                      "GenclfClassificationTask\ndataset_kwargs:\n  dataset: questions\n")
+    task = manager.load(["q"])["tasks"]["q"]
+    assert (task.config.test_split, task.config.training_split, task.config.fewshot_split) == ("test", "test", "test")
+    task.set_fewshot_seed(1234)
+    docs = list(task.test_docs())
+    for doc in docs[:10]:
+        context = task.fewshot_context(doc, num_fewshot=4)
+        assert context.count("Text: ") == 5
+        assert context.count(f"Text: {doc['text']}\n") == 1  # the query only, never a demonstration
+    assert "q" in task.config.task and not task._inductive_docs()  # inductive calibration left out
+
+
+def test_task_config_errors_name_the_task(tmp_path: Path) -> None:
+    from genclf_harness.harness.classification_task import complete_config
+
+    with pytest.raises(ValueError, match=r"task 'x': dataset_kwargs must name the data set"):
+        complete_config({"task": "x"})
+    with pytest.raises(ValueError, match=r"task 'x': training_split 'dev' is not a split of data set 'sst2'"):
+        complete_config({"task": "x", "dataset_kwargs": {"dataset": "sst2"}, "training_split": "dev"})
+    config, spec = complete_config({"task": "x", "dataset_kwargs": {"dataset": "rte"}, "metadata": {"a": 1}})
+    assert (config["test_split"], config["training_split"]) == ("validation", "train") and spec.name == "rte"
+    assert config["metadata"] == {"version": 1.0, "a": 1} and config["output_type"] == "multiple_choice"
+
+
+def test_genclf_eval_writes_tasks_only_for_local_sets(data_dir: Path, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from genclf_harness.cli.eval import write_local_tasks
+
+    _nli(data_dir, tmp_path / "data")
+    monkeypatch.setenv("GENCLF_DATA_DIR", str(tmp_path / "data"))
+    out = tmp_path / "yamls"
+    out.mkdir()
+    names = ["genclf_sst2", "genclf_my_nli", "genclf_my_nli_gen", "hellaswag", "genclf_nothing", "genclf_my_nli"]
+    assert write_local_tasks(names, out) == ["genclf_my_nli", "genclf_my_nli_gen"]
+    assert sorted(p.name for p in out.iterdir()) == ["genclf_my_nli.yaml", "genclf_my_nli_gen.yaml"]
+    assert "strategy: zero" in (out / "genclf_my_nli_gen.yaml").read_text()
+
+
+def test_training_reads_a_local_set(data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from genclf_harness.training.config import DataConfig
+    from genclf_harness.training.examples import load_classifier_data
+
+    _nli(data_dir, tmp_path / "data")
+    monkeypatch.setenv("GENCLF_DATA_DIR", str(tmp_path / "data"))
+    config = DataConfig(dataset="my_nli", strategy="zero", chat_template=False, max_train_examples=8)
+    config.check()
+    data = load_classifier_data(config, chat=False)
+    example = data.sft_examples()[0]
+    assert example["prompt"].endswith("\nAnswer:")
+    assert example["completion"] in (" entailment", " not entailment")
+    assert len(data.train_rows) == 8 and len(data.eval_rows) == 40
+    with pytest.raises(ValueError, match="train_split: data set 'my_nli' has no split 'test'"):
+        DataConfig(dataset="my_nli", train_split="test").check()
