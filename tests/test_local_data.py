@@ -80,6 +80,7 @@ def test_meta_keys_override_the_defaults(data_dir: Path, tmp_path: Path) -> None
     ({"labels": ["a", ""]}, r"'labels' must be a list of non-empty strings"),
     ({"labels": ["a_b", "a b"]}, r"'label_words' names 'a b' twice"),
     ({"labels": ["a", "b"], "label_words": ["x"]}, r"'label_words' has 1 words for 2 labels"),
+    ({"labels": ["a", "b"], "label_words": ["x", " y"]}, r"'label_words' \[' y'\] begin or end with whitespace"),
     ({"labels": ["a", "b"], "template": "{premise} {claim}"}, r"'template' has placeholders \['claim'\]"),
     ({"labels": ["a", "b"], "template": "{premise"}, r"'template' is not a valid template"),
     ({"labels": ["a", "b"], "instruction": "Say {label}."}, r"'instruction' has placeholders \['label'\]"),

@@ -131,6 +131,10 @@ def spec_from_folder(folder: str | os.PathLike[str]) -> DatasetSpec:
         label_words = _strings(label_words, "label_words", bad)
         if len(label_words) != len(labels):
             raise bad(f"'label_words' has {len(label_words)} words for {len(labels)} labels.")
+        padded = [word for word in label_words if word != word.strip()]
+        if padded:
+            raise bad(f"'label_words' {padded} begin or end with whitespace; the prompt puts one space "
+                      "before the answer itself.")
     _distinct(label_words, "label_words", bad)
 
     splits = _splits(meta.get("splits"), folder, bad)
