@@ -223,16 +223,34 @@ def test_task_config_errors_name_the_task(tmp_path: Path) -> None:
 
 def test_genclf_eval_writes_tasks_only_for_local_sets(data_dir: Path, tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    from genclf_harness.cli.eval import write_local_tasks
+    from lm_eval.tasks import TaskManager
+
+    from genclf_harness.cli.eval import local_task, write_local_tasks
+    from genclf_harness.resources import tasks_dir
 
     _nli(data_dir, tmp_path / "data")
+    _nli(data_dir, tmp_path / "data", name="my")  # a data set whose name is a prefix of the other's
     monkeypatch.setenv("GENCLF_DATA_DIR", str(tmp_path / "data"))
+    assert local_task("genclf_my_nli") == ("my_nli", local_task("genclf_my")[1], "ppl")
+    assert local_task("genclf_my_nli_def_gen")[0::2] == ("my_nli", "gen")
+    assert local_task("genclf_my_nli_bal3")[1].name == "bal3"
+    assert local_task("genclf_my_unc")[0] == "my" and local_task("genclf_my_unc")[1].uncertainty
+    for other in ("genclf_sst2", "genclf_sst2_def", "hellaswag", "genclf_nothing", "genclf_my_nli_nonsense"):
+        assert local_task(other) is None
     out = tmp_path / "yamls"
     out.mkdir()
-    names = ["genclf_sst2", "genclf_my_nli", "genclf_my_nli_gen", "hellaswag", "genclf_nothing", "genclf_my_nli"]
-    assert write_local_tasks(names, out) == ["genclf_my_nli", "genclf_my_nli_gen"]
-    assert sorted(p.name for p in out.iterdir()) == ["genclf_my_nli.yaml", "genclf_my_nli_gen.yaml"]
-    assert "strategy: zero" in (out / "genclf_my_nli_gen.yaml").read_text()
+    names = ["genclf_sst2", "genclf_my_nli", "genclf_my_nli_gen", "genclf_my_nli_sim3", "hellaswag", "genclf_my_nli"]
+    assert write_local_tasks(names, out) == ["genclf_my_nli", "genclf_my_nli_gen", "genclf_my_nli_sim3"]
+    assert sorted(p.stem for p in out.iterdir()) == ["genclf_my_nli", "genclf_my_nli_gen", "genclf_my_nli_sim3"]
+    written = write_local_tasks(["genclf_my_strategies"], out)
+    # 9 strategies x 2 decodings + the group, less the two 'def' tasks: 'my' has no label definitions
+    assert written[-1] == "genclf_my_strategies" and len(written) == 17 and "genclf_my_def" not in written
+    manager = TaskManager(include_path=[str(tasks_dir()), str(out)], include_defaults=False)
+    loaded = manager.load(["genclf_my_nli_sim3", "genclf_my_strategies"])["tasks"]
+    sim3 = loaded["genclf_my_nli_sim3"]
+    doc = sim3.test_docs()[0]
+    assert doc["strategy"] == "sim3" and doc["prompt"].count("Hypothesis: ") == 4  # 3 demonstrations + the input
+    assert sorted(name for name in loaded if "nli" not in name) == sorted(written[:-1])
 
 
 def test_training_reads_a_local_set(data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

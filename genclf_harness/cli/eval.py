@@ -4,9 +4,10 @@ Same flags and output as ``lm_eval``. On top of it:
 - the genclf models (``genclf-hf`` ...) are registered;
 - this package's ``tasks/`` folder is on the include path (a user's ``--include_path`` is kept);
 - ``pretrained=default`` in ``--model_args`` means the embedded default model (any ``--model``);
-- ``--tasks genclf_<name>`` (scored) and ``genclf_<name>_gen`` (generated answers) work for a local
-  data set ``<name>`` of your own under ``$GENCLF_DATA_DIR`` (``genclf_harness.data.local``): their
-  task YAMLs are written into a temporary folder put on the include path for the run;
+- ``--tasks genclf_<name>`` (scored), ``genclf_<name>_gen`` (generated answers), the strategy tasks
+  ``genclf_<name>_<strategy>[_gen]`` and the group ``genclf_<name>_strategies`` work for a local data
+  set ``<name>`` of your own under ``$GENCLF_DATA_DIR`` (``genclf_harness.data.local``), as for the
+  built-in ones: their YAMLs are written into a temporary folder put on the include path for the run;
 - every results file gets a ``genclf_manifest`` (see ``genclf_harness.harness.manifest``).
 
 ``accelerate launch -m genclf_harness.cli.eval ...`` works the same way.
@@ -21,6 +22,7 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 _DEFAULT_PRETRAINED = re.compile(r"(^|,)\s*pretrained\s*=\s*default\s*(?=,|$)")
 
@@ -73,48 +75,78 @@ def install_manifest_hook() -> None:
     evaluator.evaluate = evaluate_with_manifest
 
 
-LOCAL_TASK_YAML = """# Written by genclf-eval for the local data set {dataset} (genclf_harness/cli/eval.py).
-task: {task}
-class: !function genclf_harness.harness.{cls}
-dataset_kwargs:
-  dataset: {dataset}
-"""
-LOCAL_GEN_TASK_YAML = """# Written by genclf-eval for the local data set {dataset} (genclf_harness/cli/eval.py).
-task: {task}
-include: {template}
-dataset_kwargs:
-  dataset: {dataset}
-  strategy: zero
-"""
+LOCAL_HEADER = "# Written by genclf-eval for a local data set (genclf_harness/cli/eval.py).\n"
+
+
+def local_task(task: str) -> tuple[str, Any, str] | None:
+    """``(data set, strategy, decoding)`` when ``task`` names a task of a local data set:
+    ``genclf_<name>``, ``genclf_<name>_<strategy>``, either with ``_gen``, or the group
+    ``genclf_<name>_strategies`` (strategy None); built-in data sets have their YAMLs already."""
+    from genclf_harness.data.local import local_spec
+    from genclf_harness.data.specs import SPECS
+    from genclf_harness.prompts import PromptStrategy
+
+    if not task.startswith("genclf_"):
+        return None
+    rest = task.removeprefix("genclf_")
+    options = [(rest, "ppl")] + ([(rest.removesuffix("_gen"), "gen")] if rest.endswith("_gen") else [])
+    if rest.endswith("_strategies"):
+        options.insert(0, (rest.removesuffix("_strategies"), "group"))
+    for body, decoding in options:
+        parts = body.split("_")
+        for cut in range(len(parts), 0, -1):  # the longest data set name first
+            dataset, strategy_name = "_".join(parts[:cut]), "_".join(parts[cut:])
+            if dataset in SPECS or (decoding == "group" and strategy_name):
+                continue
+            try:
+                strategy = None if decoding == "group" else PromptStrategy.parse(strategy_name or "zero")
+            except ValueError:
+                continue
+            if local_spec(dataset) is not None:
+                return dataset, strategy, decoding
+    return None
 
 
 def write_local_tasks(task_names: Sequence[str], folder: Path) -> list[str]:
-    """Write the YAML of each ``genclf_<name>`` / ``genclf_<name>_gen`` in ``task_names`` whose
-    ``<name>`` is a local data set (not a built-in one) into ``folder``; returns the task names."""
-    from genclf_harness.data.local import local_spec
-    from genclf_harness.data.specs import SPECS
+    """Write into ``folder`` the YAML of each requested task of a local data set (``local_task``),
+    a group's member tasks with it; returns the task and group names written. A group leaves out
+    the strategies that state label definitions when the data set's meta.json gives none."""
+    from genclf_harness.data import get_spec
+    from genclf_harness.harness.tasks import strategy_task_yaml, sweep_task_names
     from genclf_harness.resources import tasks_dir
 
-    written = []
+    templates = str(tasks_dir() / "strategies")
+    written: dict[str, str] = {}
+
+    def task_yaml(task: str, dataset: str, strategy: Any, decoding: str) -> None:
+        if strategy.name == "zero" and decoding == "ppl":  # the plain task: the classification template
+            text = (f"task: {task}\nclass: !function genclf_harness.harness.classification_task."
+                    f"GenclfClassificationTask\ndataset_kwargs:\n  dataset: {json.dumps(dataset)}\n")
+        else:
+            text = strategy_task_yaml(task, dataset, strategy, decoding, templates)  # type: ignore[arg-type]
+        written[task] = LOCAL_HEADER + text
+
     for task in dict.fromkeys(task_names):
-        if not task.startswith("genclf_"):
+        found = local_task(task)
+        if found is None:
             continue
-        name = task.removeprefix("genclf_")
-        candidates = [(name, False)] + ([(name.removesuffix("_gen"), True)] if name.endswith("_gen") else [])
-        for dataset, generative in candidates:
-            if dataset in SPECS or local_spec(dataset) is None:
-                continue
-            if generative:
-                text = LOCAL_GEN_TASK_YAML.format(
-                    task=task, dataset=json.dumps(dataset),
-                    template=json.dumps(str(tasks_dir() / "strategies" / "_strategy_gen_yaml")))
-            else:
-                text = LOCAL_TASK_YAML.format(task=task, dataset=json.dumps(dataset),
-                                              cls="classification_task.GenclfClassificationTask")
-            (folder / f"{task}.yaml").write_text(text, encoding="utf-8")
-            written.append(task)
-            break
-    return written
+        dataset, strategy, decoding = found
+        if decoding != "group":
+            task_yaml(task, dataset, strategy, decoding)
+            continue
+        members = []
+        has_definitions = bool(get_spec(dataset).definitions)
+        for member in sweep_task_names(dataset):
+            member_dataset, member_strategy, member_decoding = local_task(member)  # type: ignore[misc]
+            if member_strategy.definitions and not has_definitions:
+                continue  # the definition strategies need 'definitions' in meta.json
+            task_yaml(member, member_dataset, member_strategy, member_decoding)
+            members.append(member)
+        listed = "".join(f"  - {member}\n" for member in members)
+        written[task] = f"{LOCAL_HEADER}group: {task}\ntask:\n{listed}metadata:\n  version: 1.0\n"
+    for task, text in written.items():
+        (folder / f"{task}.yaml").write_text(text, encoding="utf-8")
+    return list(written)
 
 
 def _requested_tasks(tasks: str | Sequence[str] | None) -> list[str]:

@@ -9,6 +9,8 @@ rendered prompt, demonstrations included, and run with ``num_fewshot: 0``.
 from __future__ import annotations
 
 import functools
+import json
+import re
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -28,6 +30,36 @@ def strategy_task_name(
     name = PromptStrategy.from_value(strategy).name
     parts = ["genclf", dataset] + ([] if name == "zero" else [name]) + (["gen"] if decoding == "gen" else [])
     return "_".join(parts)
+
+
+STRATEGY_TEMPLATES: dict[tuple[Decoding, bool], str] = {
+    ("ppl", False): "_strategy_yaml",
+    ("ppl", True): "_strategy_unc_yaml",
+    ("gen", False): "_strategy_gen_yaml",
+    ("gen", True): "_strategy_gen_unc_yaml",
+}
+"""(decoding, the strategy has an "uncertain" answer) -> its template under ``tasks/strategies/``."""
+
+
+def strategy_task_yaml(task: str, dataset: str, strategy: str | Mapping[str, Any] | PromptStrategy,
+                       decoding: Decoding, template_dir: str) -> str:
+    """The YAML of a strategy task: its template (from ``template_dir``), data set and strategy."""
+    chosen = PromptStrategy.from_value(strategy)
+    template = STRATEGY_TEMPLATES[decoding, chosen.uncertainty]
+    return (f"task: {task}\ninclude: {_yaml_scalar(f'{template_dir}/{template}')}\n"
+            f"dataset_kwargs:\n  dataset: {_yaml_scalar(dataset)}\n  strategy: {chosen.name}\n")
+
+
+def _yaml_scalar(value: str) -> str:
+    """``value`` as it is when YAML reads it back unchanged, else quoted (a JSON string is YAML)."""
+    return value if re.fullmatch(r"[A-Za-z0-9_./-]+", value) else json.dumps(value)
+
+
+def sweep_task_names(dataset: str) -> list[str]:
+    """The tasks of the group ``genclf_<dataset>_strategies``: every swept strategy, scored then generated."""
+    from genclf_harness.prompts import SWEEP_STRATEGIES
+
+    return [strategy_task_name(dataset, name, decoding) for decoding in ("ppl", "gen") for name in SWEEP_STRATEGIES]
 
 
 def _split_rows(dataset: str, split: str, data_dir: str | None) -> tuple[dict[str, Any], ...]:

@@ -192,7 +192,8 @@ def _definition(spec: DatasetSpec, label: str) -> str:
     try:
         return spec.definitions[label]
     except KeyError:
-        raise DataError(f"data set spec {spec.name!r} has no definition of label {label!r}.") from None
+        raise DataError(f"data set spec {spec.name!r} has no definition of label {label!r} (a local data "
+                            "set gives them as 'definitions' in its meta.json).") from None
 
 
 @dataclass(frozen=True)
