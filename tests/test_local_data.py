@@ -225,7 +225,7 @@ def test_genclf_eval_writes_tasks_only_for_local_sets(data_dir: Path, tmp_path: 
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     from lm_eval.tasks import TaskManager
 
-    from genclf_harness.cli.eval import local_task, write_local_tasks
+    from genclf_harness.harness.local_tasks import local_task, write_local_tasks
     from genclf_harness.resources import tasks_dir
 
     _nli(data_dir, tmp_path / "data")

@@ -49,6 +49,7 @@ def score_tasks(args: argparse.Namespace) -> dict[str, list[Any]]:
     from lm_eval.tasks import TaskManager
 
     from genclf_harness.cli.eval import rewrite_default_model
+    from genclf_harness.harness.local_tasks import local_include_path
     from genclf_harness.harness.metrics import ScoreItem
     from genclf_harness.harness.registry import register
     from genclf_harness.resources import tasks_dir
@@ -65,7 +66,7 @@ def score_tasks(args: argparse.Namespace) -> dict[str, list[Any]]:
         device=args.device or default_device(),
         log_samples=True,
         apply_chat_template=args.apply_chat_template,
-        task_manager=TaskManager(include_path=str(tasks_dir())),
+        task_manager=TaskManager(include_path=[str(tasks_dir()), *local_include_path(args.tasks.split(","))]),
         bootstrap_iters=0,
     )
     items = {}

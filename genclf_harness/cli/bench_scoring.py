@@ -175,6 +175,7 @@ def load_tasks(names: list[str], metadata: str | None = None) -> dict[str, Any]:
     from lm_eval.api.task import Task
     from lm_eval.tasks import TaskManager
 
+    from genclf_harness.harness.local_tasks import local_include_path
     from genclf_harness.harness.registry import register
     from genclf_harness.resources import tasks_dir
 
@@ -185,7 +186,7 @@ def load_tasks(names: list[str], metadata: str | None = None) -> dict[str, Any]:
     if parsed is not None and not isinstance(parsed, dict):
         raise BenchError(f"--metadata must be a JSON object, got {metadata!r}")
     register()
-    manager = TaskManager(include_path=str(tasks_dir()), metadata=parsed)
+    manager = TaskManager(include_path=[str(tasks_dir()), *local_include_path(names)], metadata=parsed)
     known = set(manager.all_tasks)
     for name in names:
         if name not in known:

@@ -95,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
         # lm-eval looks every template metric name up in HF evaluate first; offline, skip the waits.
         os.environ.setdefault("HF_EVALUATE_OFFLINE", "1")
     lm, model_name, model_args = _load_model(args)
-    task_manager = _task_manager(model_args)
+    task_manager = _task_manager(model_args, [task for _, _, task in plan])
     tokenizer = getattr(lm, "tokenizer", None)
     has_template = bool(getattr(tokenizer, "chat_template", None))
     chat = args.chat_template == "on" or (args.chat_template == "auto" and has_template)
@@ -188,13 +188,15 @@ def _default_model_name() -> str:
     return "genclf-hf"
 
 
-def _task_manager(model_args: str) -> Any:
+def _task_manager(model_args: str, tasks: list[str]) -> Any:
     from lm_eval.tasks import TaskManager
     from lm_eval.utils import simple_parse_args_string
 
+    from genclf_harness.harness.local_tasks import local_include_path
     from genclf_harness.resources import tasks_dir
 
-    return TaskManager(include_path=str(tasks_dir()), include_defaults=False,
+    include = [str(tasks_dir()), *local_include_path(tasks)]  # a local data set's tasks, as genclf-eval
+    return TaskManager(include_path=include, include_defaults=False,
                        metadata=simple_parse_args_string(model_args))
 
 

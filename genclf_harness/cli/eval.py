@@ -7,7 +7,8 @@ Same flags and output as ``lm_eval``. On top of it:
 - ``--tasks genclf_<name>`` (scored), ``genclf_<name>_gen`` (generated answers), the strategy tasks
   ``genclf_<name>_<strategy>[_gen]`` and the group ``genclf_<name>_strategies`` work for a local data
   set ``<name>`` of your own under ``$GENCLF_DATA_DIR`` (``genclf_harness.data.local``), as for the
-  built-in ones: their YAMLs are written into a temporary folder put on the include path for the run;
+  built-in ones: their YAMLs are written into a temporary folder put on the include path for the run
+  (``genclf_harness.harness.local_tasks``);
 - every results file gets a ``genclf_manifest`` (see ``genclf_harness.harness.manifest``).
 
 ``accelerate launch -m genclf_harness.cli.eval ...`` works the same way.
@@ -16,13 +17,9 @@ Same flags and output as ``lm_eval``. On top of it:
 from __future__ import annotations
 
 import functools
-import json
 import re
 import sys
-import tempfile
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
 
 _DEFAULT_PRETRAINED = re.compile(r"(^|,)\s*pretrained\s*=\s*default\s*(?=,|$)")
 
@@ -75,80 +72,6 @@ def install_manifest_hook() -> None:
     evaluator.evaluate = evaluate_with_manifest
 
 
-LOCAL_HEADER = "# Written by genclf-eval for a local data set (genclf_harness/cli/eval.py).\n"
-
-
-def local_task(task: str) -> tuple[str, Any, str] | None:
-    """``(data set, strategy, decoding)`` when ``task`` names a task of a local data set:
-    ``genclf_<name>``, ``genclf_<name>_<strategy>``, either with ``_gen``, or the group
-    ``genclf_<name>_strategies`` (strategy None); built-in data sets have their YAMLs already."""
-    from genclf_harness.data.local import local_spec
-    from genclf_harness.data.specs import SPECS
-    from genclf_harness.prompts import PromptStrategy
-
-    if not task.startswith("genclf_"):
-        return None
-    rest = task.removeprefix("genclf_")
-    options = [(rest, "ppl")] + ([(rest.removesuffix("_gen"), "gen")] if rest.endswith("_gen") else [])
-    if rest.endswith("_strategies"):
-        options.insert(0, (rest.removesuffix("_strategies"), "group"))
-    for body, decoding in options:
-        parts = body.split("_")
-        for cut in range(len(parts), 0, -1):  # the longest data set name first
-            dataset, strategy_name = "_".join(parts[:cut]), "_".join(parts[cut:])
-            if dataset in SPECS or (decoding == "group" and strategy_name):
-                continue
-            try:
-                strategy = None if decoding == "group" else PromptStrategy.parse(strategy_name or "zero")
-            except ValueError:
-                continue
-            if local_spec(dataset) is not None:
-                return dataset, strategy, decoding
-    return None
-
-
-def write_local_tasks(task_names: Sequence[str], folder: Path) -> list[str]:
-    """Write into ``folder`` the YAML of each requested task of a local data set (``local_task``),
-    a group's member tasks with it; returns the task and group names written. A group leaves out
-    the strategies that state label definitions when the data set's meta.json gives none."""
-    from genclf_harness.data import get_spec
-    from genclf_harness.harness.tasks import strategy_task_yaml, sweep_task_names
-    from genclf_harness.resources import tasks_dir
-
-    templates = str(tasks_dir() / "strategies")
-    written: dict[str, str] = {}
-
-    def task_yaml(task: str, dataset: str, strategy: Any, decoding: str) -> None:
-        if strategy.name == "zero" and decoding == "ppl":  # the plain task: the classification template
-            text = (f"task: {task}\nclass: !function genclf_harness.harness.classification_task."
-                    f"GenclfClassificationTask\ndataset_kwargs:\n  dataset: {json.dumps(dataset)}\n")
-        else:
-            text = strategy_task_yaml(task, dataset, strategy, decoding, templates)  # type: ignore[arg-type]
-        written[task] = LOCAL_HEADER + text
-
-    for task in dict.fromkeys(task_names):
-        found = local_task(task)
-        if found is None:
-            continue
-        dataset, strategy, decoding = found
-        if decoding != "group":
-            task_yaml(task, dataset, strategy, decoding)
-            continue
-        members = []
-        has_definitions = bool(get_spec(dataset).definitions)
-        for member in sweep_task_names(dataset):
-            member_dataset, member_strategy, member_decoding = local_task(member)  # type: ignore[misc]
-            if member_strategy.definitions and not has_definitions:
-                continue  # the definition strategies need 'definitions' in meta.json
-            task_yaml(member, member_dataset, member_strategy, member_decoding)
-            members.append(member)
-        listed = "".join(f"  - {member}\n" for member in members)
-        written[task] = f"{LOCAL_HEADER}group: {task}\ntask:\n{listed}metadata:\n  version: 1.0\n"
-    for task, text in written.items():
-        (folder / f"{task}.yaml").write_text(text, encoding="utf-8")
-    return list(written)
-
-
 def _requested_tasks(tasks: str | Sequence[str] | None) -> list[str]:
     if not tasks:
         return []
@@ -160,6 +83,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     from lm_eval._cli import HarnessCLI
     from lm_eval.utils import setup_logging
 
+    from genclf_harness.harness.local_tasks import local_include_path
     from genclf_harness.harness.registry import register
     from genclf_harness.resources import tasks_dir
 
@@ -176,11 +100,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             args.include_path, str
         ) else list(args.include_path or [])
         args.include_path = [str(tasks_dir()), *user_paths]
-    with tempfile.TemporaryDirectory(prefix="genclf-local-tasks-") as local_tasks:
-        if hasattr(args, "include_path") and write_local_tasks(_requested_tasks(getattr(args, "tasks", None)),
-                                                               Path(local_tasks)):
-            args.include_path.append(local_tasks)
-        parser.execute(args)
+    if hasattr(args, "include_path"):
+        args.include_path.extend(local_include_path(_requested_tasks(getattr(args, "tasks", None))))
+    parser.execute(args)
 
 
 if __name__ == "__main__":

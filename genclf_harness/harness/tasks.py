@@ -46,11 +46,11 @@ def strategy_task_yaml(task: str, dataset: str, strategy: str | Mapping[str, Any
     """The YAML of a strategy task: its template (from ``template_dir``), data set and strategy."""
     chosen = PromptStrategy.from_value(strategy)
     template = STRATEGY_TEMPLATES[decoding, chosen.uncertainty]
-    return (f"task: {task}\ninclude: {_yaml_scalar(f'{template_dir}/{template}')}\n"
-            f"dataset_kwargs:\n  dataset: {_yaml_scalar(dataset)}\n  strategy: {chosen.name}\n")
+    return (f"task: {task}\ninclude: {yaml_scalar(f'{template_dir}/{template}')}\n"
+            f"dataset_kwargs:\n  dataset: {yaml_scalar(dataset)}\n  strategy: {chosen.name}\n")
 
 
-def _yaml_scalar(value: str) -> str:
+def yaml_scalar(value: str) -> str:
     """``value`` as it is when YAML reads it back unchanged, else quoted (a JSON string is YAML)."""
     return value if re.fullmatch(r"[A-Za-z0-9_./-]+", value) else json.dumps(value)
 

@@ -1,0 +1,102 @@
+"""lm-eval tasks for local data sets of your own, written for the run that asks for them.
+
+The built-in data sets have their task YAMLs under ``tasks/``; a local data set
+(``genclf_harness.data.local``) gets the same tasks under the same names when a run asks for them:
+``genclf_<name>`` (scored, the classification template), ``genclf_<name>_gen``, the strategy tasks
+``genclf_<name>_<strategy>[_gen]`` and the group ``genclf_<name>_strategies``. ``genclf-eval`` and the
+``genclf-bench`` commands put ``local_include_path(tasks)`` on lm-eval's include path.
+"""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+LOCAL_HEADER = "# Written for a local data set by genclf_harness.harness.local_tasks.\n"
+
+
+def local_task(task: str) -> tuple[str, Any, str] | None:
+    """``(data set, strategy, decoding)`` when ``task`` names a task of a local data set:
+    ``genclf_<name>``, ``genclf_<name>_<strategy>``, either with ``_gen``, or the group
+    ``genclf_<name>_strategies`` (strategy None); built-in data sets have their YAMLs already."""
+    from genclf_harness.data.local import local_spec
+    from genclf_harness.data.specs import SPECS
+    from genclf_harness.prompts import PromptStrategy
+
+    if not task.startswith("genclf_"):
+        return None
+    rest = task.removeprefix("genclf_")
+    options = [(rest, "ppl")] + ([(rest.removesuffix("_gen"), "gen")] if rest.endswith("_gen") else [])
+    if rest.endswith("_strategies"):
+        options.insert(0, (rest.removesuffix("_strategies"), "group"))
+    for body, decoding in options:
+        parts = body.split("_")
+        for cut in range(len(parts), 0, -1):  # the longest data set name first
+            dataset, strategy_name = "_".join(parts[:cut]), "_".join(parts[cut:])
+            if dataset in SPECS or (decoding == "group" and strategy_name):
+                continue
+            try:
+                strategy = None if decoding == "group" else PromptStrategy.parse(strategy_name or "zero")
+            except ValueError:
+                continue
+            if local_spec(dataset) is not None:
+                return dataset, strategy, decoding
+    return None
+
+
+def write_local_tasks(task_names: Sequence[str], folder: Path) -> list[str]:
+    """Write into ``folder`` the YAML of each requested task of a local data set (``local_task``),
+    a group's member tasks with it; returns the task and group names written. A group leaves out
+    the strategies that state label definitions when the data set's meta.json gives none."""
+    from genclf_harness.data import get_spec
+    from genclf_harness.harness.tasks import strategy_task_yaml, sweep_task_names, yaml_scalar
+    from genclf_harness.resources import tasks_dir
+
+    templates = str(tasks_dir() / "strategies")
+    written: dict[str, str] = {}
+
+    def task_yaml(task: str, dataset: str, strategy: Any, decoding: str) -> None:
+        if strategy.name == "zero" and decoding == "ppl":  # the plain task: the classification template
+            text = (f"task: {task}\nclass: !function genclf_harness.harness.classification_task."
+                    f"GenclfClassificationTask\ndataset_kwargs:\n  dataset: {yaml_scalar(dataset)}\n")
+        else:
+            text = strategy_task_yaml(task, dataset, strategy, decoding, templates)  # type: ignore[arg-type]
+        written[task] = LOCAL_HEADER + text
+
+    for task in dict.fromkeys(task_names):
+        found = local_task(task)
+        if found is None:
+            continue
+        dataset, strategy, decoding = found
+        if decoding != "group":
+            task_yaml(task, dataset, strategy, decoding)
+            continue
+        members = []
+        has_definitions = bool(get_spec(dataset).definitions)
+        for member in sweep_task_names(dataset):
+            member_dataset, member_strategy, member_decoding = local_task(member)  # type: ignore[misc]
+            if member_strategy.definitions and not has_definitions:
+                continue  # the definition strategies need 'definitions' in meta.json
+            task_yaml(member, member_dataset, member_strategy, member_decoding)
+            members.append(member)
+        listed = "".join(f"  - {member}\n" for member in members)
+        written[task] = f"{LOCAL_HEADER}group: {task}\ntask:\n{listed}metadata:\n  version: 1.0\n"
+    for task, text in written.items():
+        (folder / f"{task}.yaml").write_text(text, encoding="utf-8")
+    return list(written)
+
+
+def local_include_path(task_names: Sequence[str]) -> list[str]:
+    """``[folder]`` holding the YAMLs of the requested local data sets' tasks, or ``[]`` when none is
+    asked for. The folder is temporary and removed when the process exits."""
+    folder = Path(tempfile.mkdtemp(prefix="genclf-local-tasks-"))
+    if not write_local_tasks(task_names, folder):
+        shutil.rmtree(folder, ignore_errors=True)
+        return []
+    atexit.register(functools.partial(shutil.rmtree, folder, ignore_errors=True))
+    return [str(folder)]
