@@ -268,3 +268,24 @@ def test_training_reads_a_local_set(data_dir: Path, tmp_path: Path, monkeypatch:
     assert len(data.train_rows) == 8 and len(data.eval_rows) == 40
     with pytest.raises(ValueError, match="train_split: data set 'my_nli' has no split 'test'"):
         DataConfig(dataset="my_nli", train_split="test").check()
+
+
+def test_metadata_data_dir_points_genclf_eval_at_another_root(data_dir: Path, tmp_path: Path,
+                                                              default_model_dir: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--metadata '{"data_dir": ...}'`` with GENCLF_DATA_DIR elsewhere: the tasks are written, the
+    rows read, and the generated answers parsed against the data set found there."""
+    import genclf_harness.data.local as local
+    from genclf_harness.cli.eval import main as genclf_eval
+
+    monkeypatch.setattr(local, "_FOUND_ELSEWHERE", {})
+    root = tmp_path / "elsewhere"
+    _nli(data_dir, root)
+    assert "my_nli" not in list_local()  # not under GENCLF_DATA_DIR
+    genclf_eval(["--model", "genclf-hf", "--model_args", "pretrained=default", "--tasks", "genclf_my_nli,genclf_my_nli_gen",
+                 "--limit", "3", "--metadata", json.dumps({"data_dir": str(root)}), "--output_path", str(tmp_path / "out")])
+    results = json.loads(next((tmp_path / "out").rglob("results_*.json")).read_text())
+    assert results["results"]["genclf_my_nli"]["sample_len"] == 3
+    assert results["results"]["genclf_my_nli_gen"]["sample_len"] == 3
+    assert 0.0 <= results["results"]["genclf_my_nli_gen"]["unparseable,none"] <= 1.0
+    assert results["genclf_manifest"]["tasks"]["genclf_my_nli"]["label_words"] == ["entailment", "not entailment"]

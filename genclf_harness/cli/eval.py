@@ -101,7 +101,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         ) else list(args.include_path or [])
         args.include_path = [str(tasks_dir()), *user_paths]
     if hasattr(args, "include_path"):
-        args.include_path.extend(local_include_path(_requested_tasks(getattr(args, "tasks", None))))
+        metadata = getattr(args, "metadata", None)
+        data_dir = metadata.get("data_dir") if isinstance(metadata, dict) else None
+        args.include_path.extend(local_include_path(_requested_tasks(getattr(args, "tasks", None)), data_dir))
     parser.execute(args)
 
 

@@ -56,19 +56,29 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _HUB_KEYS = ("path", "revision", "name", "splits", "fields", "label_field", "label_map")
 
 
+_FOUND_ELSEWHERE: dict[str, Path] = {}
+"""name -> folder of the local data sets found under an explicit ``data_dir`` in this process."""
+
+
 def local_spec(name: str, data_dir: str | os.PathLike[str] | None = None) -> DatasetSpec | None:
-    """The spec of the local data set ``name``, or None when the data root has no such folder."""
+    """The spec of the local data set ``name``, or None when the data root has no such folder.
+
+    A data set found under an explicit ``data_dir`` (a task's ``dataset_kwargs`` or ``--metadata``)
+    is remembered by name, so later lookups without one (answer parsing, the manifest) find it too
+    when ``$GENCLF_DATA_DIR`` has no data set of that name.
+    """
     if name in SPECS or not _NAME.match(name):
         return None
     root = resolve_data_root(data_dir)
-    if root is None:
-        return None
-    folder = root / name
-    meta_path = folder / META_FILE
-    if not meta_path.is_file():
-        return None
+    folder = root / name if root is not None else None
+    if folder is None or not (folder / META_FILE).is_file():
+        folder = _FOUND_ELSEWHERE.get(name) if data_dir is None else None
+        if folder is None or not (folder / META_FILE).is_file():
+            return None
+    elif data_dir is not None:
+        _FOUND_ELSEWHERE[name] = folder
     # Cached per file state: a task, its manifest and its reward function all ask for the spec.
-    return _cached_spec(str(folder.resolve()), meta_path.stat().st_mtime_ns, folder.stat().st_mtime_ns)
+    return _cached_spec(str(folder.resolve()), (folder / META_FILE).stat().st_mtime_ns, folder.stat().st_mtime_ns)
 
 
 def list_local(data_dir: str | os.PathLike[str] | None = None) -> list[str]:

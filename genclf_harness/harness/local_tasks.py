@@ -20,7 +20,7 @@ from typing import Any
 LOCAL_HEADER = "# Written for a local data set by genclf_harness.harness.local_tasks.\n"
 
 
-def local_task(task: str) -> tuple[str, Any, str] | None:
+def local_task(task: str, data_dir: str | None = None) -> tuple[str, Any, str] | None:
     """``(data set, strategy, decoding)`` when ``task`` names a task of a local data set:
     ``genclf_<name>``, ``genclf_<name>_<strategy>``, either with ``_gen``, or the group
     ``genclf_<name>_strategies`` (strategy None); built-in data sets have their YAMLs already."""
@@ -44,12 +44,12 @@ def local_task(task: str) -> tuple[str, Any, str] | None:
                 strategy = None if decoding == "group" else PromptStrategy.parse(strategy_name or "zero")
             except ValueError:
                 continue
-            if local_spec(dataset) is not None:
+            if local_spec(dataset, data_dir) is not None:
                 return dataset, strategy, decoding
     return None
 
 
-def write_local_tasks(task_names: Sequence[str], folder: Path) -> list[str]:
+def write_local_tasks(task_names: Sequence[str], folder: Path, data_dir: str | None = None) -> list[str]:
     """Write into ``folder`` the YAML of each requested task of a local data set (``local_task``),
     a group's member tasks with it; returns the task and group names written. A group leaves out
     the strategies that state label definitions when the data set's meta.json gives none."""
@@ -69,7 +69,7 @@ def write_local_tasks(task_names: Sequence[str], folder: Path) -> list[str]:
         written[task] = LOCAL_HEADER + text
 
     for task in dict.fromkeys(task_names):
-        found = local_task(task)
+        found = local_task(task, data_dir)
         if found is None:
             continue
         dataset, strategy, decoding = found
@@ -77,9 +77,9 @@ def write_local_tasks(task_names: Sequence[str], folder: Path) -> list[str]:
             task_yaml(task, dataset, strategy, decoding)
             continue
         members = []
-        has_definitions = bool(get_spec(dataset).definitions)
+        has_definitions = bool(get_spec(dataset, data_dir).definitions)
         for member in sweep_task_names(dataset):
-            member_dataset, member_strategy, member_decoding = local_task(member)  # type: ignore[misc]
+            member_dataset, member_strategy, member_decoding = local_task(member, data_dir)  # type: ignore[misc]
             if member_strategy.definitions and not has_definitions:
                 continue  # the definition strategies need 'definitions' in meta.json
             task_yaml(member, member_dataset, member_strategy, member_decoding)
@@ -91,11 +91,13 @@ def write_local_tasks(task_names: Sequence[str], folder: Path) -> list[str]:
     return list(written)
 
 
-def local_include_path(task_names: Sequence[str]) -> list[str]:
+def local_include_path(task_names: Sequence[str], data_dir: str | None = None) -> list[str]:
     """``[folder]`` holding the YAMLs of the requested local data sets' tasks, or ``[]`` when none is
-    asked for. The folder is temporary and removed when the process exits."""
+    asked for. The folder is temporary and removed when the process exits. ``data_dir`` (else
+    ``$GENCLF_DATA_DIR``) is where the data sets are; the tasks find it the same way, from
+    ``--metadata '{"data_dir": ...}'``."""
     folder = Path(tempfile.mkdtemp(prefix="genclf-local-tasks-"))
-    if not write_local_tasks(task_names, folder):
+    if not write_local_tasks(task_names, folder, data_dir):
         shutil.rmtree(folder, ignore_errors=True)
         return []
     atexit.register(functools.partial(shutil.rmtree, folder, ignore_errors=True))
