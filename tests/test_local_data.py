@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -101,8 +102,8 @@ def test_missing_inputs_and_splits_are_named(tmp_path: Path) -> None:
     _write_set(tmp_path, "numbers", {"labels": ["a", "b"]}, {"test": [{"score": 1, "label": 0}]})
     with pytest.raises(DataError, match=r"first row of .*test.jsonl has no string field besides 'id' and 'label'"):
         get_spec("numbers", tmp_path)
-    _write_set(tmp_path, "two", {"labels": ["a", "b"]}, {"train": [], "extra": []})
-    with pytest.raises(DataError, match=r"no test, validation or dev split among extra, train; name one as 'eval_split'"):
+    _write_set(tmp_path, "two", {"labels": ["a", "b"]}, {"alpha": [], "beta": []})
+    with pytest.raises(DataError, match=r"no test, validation or dev split among alpha, beta; name one as 'eval_split'"):
         get_spec("two", tmp_path)
     (tmp_path / "nofiles").mkdir()
     (tmp_path / "nofiles" / "meta.json").write_text('{"labels": ["a", "b"]}')
@@ -289,3 +290,94 @@ def test_metadata_data_dir_points_genclf_eval_at_another_root(data_dir: Path, tm
     assert results["results"]["genclf_my_nli_gen"]["sample_len"] == 3
     assert 0.0 <= results["results"]["genclf_my_nli_gen"]["unparseable,none"] <= 1.0
     assert results["genclf_manifest"]["tasks"]["genclf_my_nli"]["label_words"] == ["entailment", "not entailment"]
+
+
+def test_files_as_other_tools_write_them(data_dir: Path, tmp_path: Path) -> None:
+    """A UTF-8 BOM (Notepad, Excel), whole-number float labels, labels in another Unicode form, and a
+    stray .jsonl beside the splits."""
+    rows = _rows(data_dir, "sst2", "test", 6)
+    folder = tmp_path / "reviews"
+    folder.mkdir()
+    labels = ["tr\u00e8s n\u00e9gatif", "positif"]  # NFC in the rows
+    lines = [json.dumps({"text": r["text"], "label": labels[r["label"]] if i % 2 else float(r["label"])},
+                        ensure_ascii=False) for i, r in enumerate(rows)]
+    (folder / "test.jsonl").write_text("\ufeff" + "\n".join(lines) + "\n", encoding="utf-8")
+    (folder / "notes.jsonl").write_text("", encoding="utf-8")
+    nfd = [unicodedata.normalize("NFD", label) for label in labels]
+    (folder / "meta.json").write_text("\ufeff" + json.dumps({"labels": nfd}, ensure_ascii=False), encoding="utf-8")
+    spec = get_spec("reviews", tmp_path)
+    assert spec.splits == ("test",) and spec.labels == tuple(labels)  # notes.jsonl is no split
+    assert [row["label"] for row in load_split("reviews", "test", data_dir=tmp_path)] == [r["label"] for r in rows]
+    (folder / "test.jsonl").write_text(json.dumps({"text": "x", "label": 0.5}) + "\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"test.jsonl:1: label 0.5 must be a label's index or its name"):
+        load_split("reviews", "test", data_dir=tmp_path)
+
+
+def test_answer_cue_keeps_literal_braces(data_dir: Path, tmp_path: Path) -> None:
+    from genclf_harness.harness.classification_task import _answer_cue
+
+    meta = {"labels": ["entailment", "not_entailment"], "template": "{premise}\n{hypothesis}\nAnswer {{yes/no}}:"}
+    assert _answer_cue(spec_from_folder(_nli(data_dir, tmp_path, meta=meta))) == "Answer {yes/no}:"
+    assert _answer_cue(get_spec("rte")) == "True or False?\nAnswer:"
+
+
+def test_a_local_folder_never_takes_a_builtin_task_name(data_dir: Path, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from genclf_harness.harness.local_tasks import local_task
+
+    _nli(data_dir, tmp_path, name="sst2_bal3")
+    monkeypatch.setenv("GENCLF_DATA_DIR", str(tmp_path))
+    assert local_task("genclf_sst2_bal3") is None  # the built-in strategy task of SST-2
+    assert local_task("genclf_sst2_bal3_sim3")[0] == "sst2_bal3"
+
+
+def test_strategy_demonstrations_without_a_training_split(data_dir: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from genclf_harness.harness.local_tasks import write_local_tasks
+
+    root = tmp_path / "data"
+    _write_set(root, "questions", {"labels": list(get_spec("trec").labels)}, {"test": _rows(data_dir, "trec", "test", 30)})
+    monkeypatch.setenv("GENCLF_DATA_DIR", str(root))
+    out = tmp_path / "yamls"
+    out.mkdir()
+    write_local_tasks(["genclf_questions_bal3"], out)
+    from lm_eval.tasks import TaskManager
+
+    from genclf_harness.resources import tasks_dir
+
+    task = TaskManager(include_path=[str(tasks_dir()), str(out)], include_defaults=False).load(
+        ["genclf_questions_bal3"])["tasks"]["genclf_questions_bal3"]
+    for doc in list(task.test_docs())[:10]:
+        assert doc["prompt"].count("Text: ") == 4  # three demonstrations drawn from the other rows, then the input
+        assert doc["prompt"].count(f"Text: {doc['text']}\n") == 1
+        assert len(doc["demonstration_ids"]) == 3 and doc["id"] not in doc["demonstration_ids"]
+
+
+@pytest.mark.parametrize(("labels", "strategy", "message"), [
+    (["0", "1"], "num_gen", r"answer '1' would name two labels"),
+    (["Positive", "positive"], "gen", r"would name two labels"),
+    (["sure", "unsure"], "unc_gen", r"would name two labels"),
+    (["\U0001F44E", "\U0001F44D"], "gen", r"has no letter or digit"),
+])
+def test_unreadable_answers_fail_before_any_model_work(data_dir: Path, tmp_path: Path, labels: list[str],
+                                                       strategy: str, message: str,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from lm_eval.tasks import TaskManager
+
+    from genclf_harness.harness.local_tasks import write_local_tasks
+    from genclf_harness.resources import tasks_dir
+    from genclf_harness.training.config import DataConfig
+
+    rows = [{"text": r["text"], "label": r["label"]} for r in _rows(data_dir, "sst2", "test", 10)]
+    _write_set(tmp_path / "data", "odd", {"labels": labels}, {"train": rows, "test": rows})
+    monkeypatch.setenv("GENCLF_DATA_DIR", str(tmp_path / "data"))
+    out = tmp_path / "yamls"
+    out.mkdir()
+    task = f"genclf_odd_{strategy}"
+    assert write_local_tasks([task], out) == [task]
+    with pytest.raises(ValueError, match=rf"on data set 'odd': generated answers could not be read as labels: .*{message}"):
+        TaskManager(include_path=[str(tasks_dir()), str(out)], include_defaults=False).load([task])
+    with pytest.raises(ValueError, match=rf"strategy: .*{message}"):
+        DataConfig(dataset="odd", strategy=strategy.removesuffix("gen").rstrip("_") or "zero", eval_split="test").check()
+    # scored, the same labels are fine: nothing has to be read back
+    assert write_local_tasks(["genclf_odd"], out) == ["genclf_odd"]

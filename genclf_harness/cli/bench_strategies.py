@@ -65,7 +65,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="lm-eval model name (default: genclf-hf, else hf); genclf-vllm when installed")
     parser.add_argument("--model_args", default="pretrained=default",
                         help="lm-eval model arguments; pretrained=default is the embedded default model")
-    parser.add_argument("--strategies", default=",".join(SWEEP_STRATEGIES),
+    parser.add_argument("--strategies", default=parser_default_strategies(),
                         help=f"comma-separated strategy names with tasks (default: {','.join(SWEEP_STRATEGIES)})")
     parser.add_argument("--decoding", default="ppl,gen", help="comma-separated: ppl, gen (default both)")
     parser.add_argument("--chat-template", choices=("auto", "on", "off"), default="auto",
@@ -79,6 +79,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="keep the tasks already in --output (same settings) and run the rest")
 
 
+def parser_default_strategies() -> str:
+    """``--strategies`` when not given: every swept strategy the data set can run."""
+    return ",".join(SWEEP_STRATEGIES)
+
+
 def run(args: argparse.Namespace) -> int:
     from genclf_harness.data import get_spec
     from genclf_harness.harness.tasks import strategy_task_name
@@ -89,7 +94,17 @@ def run(args: argparse.Namespace) -> int:
     bad = [d for d in decodings if d not in DECODINGS]
     if bad:
         raise SystemExit(f"genclf-bench strategies: unknown decoding {bad}; known: {', '.join(DECODINGS)}")
-    plan = [(s, d, strategy_task_name(spec.name, s, d)) for d in decodings for s in strategies]
+    plan = []
+    for d in decodings:
+        for s in strategies:
+            try:  # before the model loads: a strategy this data set cannot run is known now
+                PromptStrategy.parse(s).check(spec, generative=d == "gen")
+            except ValueError as err:
+                if args.strategies != parser_default_strategies():
+                    raise SystemExit(f"genclf-bench strategies: {err}") from None
+                print(f"genclf-bench strategies: leaving out {s} ({d}): {err}", file=sys.stderr)
+                continue
+            plan.append((s, d, strategy_task_name(spec.name, s, d)))
 
     if os.environ.get("HF_HUB_OFFLINE") == "1":
         # lm-eval looks every template metric name up in HF evaluate first; offline, skip the waits.

@@ -14,7 +14,7 @@ def iter_jsonl(path: str | os.PathLike[str], error: type[Exception] = ValueError
     A line that is not valid JSON raises ``error`` naming ``<path>:<line>``; what the row must hold is
     for the caller to check and report the same way.
     """
-    with open(path, encoding="utf-8") as handle:
+    with open(path, encoding="utf-8-sig") as handle:  # a leading BOM (Notepad, Excel) is not data
         for line_no, line in enumerate(handle, start=1):
             if not line.strip():
                 continue

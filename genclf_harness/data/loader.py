@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -57,10 +58,12 @@ def _check_meta(spec: DatasetSpec, meta_path: Path) -> None:
     if not meta_path.is_file():
         return
     try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        meta = json.loads(meta_path.read_text(encoding="utf-8-sig"))
     except json.JSONDecodeError as err:
         raise DataError(f"{meta_path}: not valid JSON ({err.msg}).") from None
     labels = meta.get("labels")
+    if isinstance(labels, list):
+        labels = [unicodedata.normalize("NFC", label) if isinstance(label, str) else label for label in labels]
     if labels is not None and tuple(labels) != spec.labels:
         raise DataError(
             f"{meta_path}: labels {labels} differ from the spec of {spec.name!r} {list(spec.labels)}."
@@ -85,12 +88,17 @@ def _label_index(spec: DatasetSpec, value: Any, where: str) -> int:
         raise DataError(f"{where}: field 'label' is {'missing' if value is None else value!r}; "
                         f"expected one of {known}.")
     if isinstance(value, str):
-        if value in spec.labels:
-            return spec.labels.index(value)
+        name = unicodedata.normalize("NFC", value)
+        if name in spec.labels:
+            return spec.labels.index(name)
         raise DataError(f"{where}: label {value!r} is not a label of {spec.name!r} ({known}).")
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # 1.0 as some tools write integers
     if isinstance(value, int) and 0 <= value < spec.num_labels:
         return value
-    raise DataError(f"{where}: label {value!r} is outside the labels of {spec.name!r} ({known}).")
+    if isinstance(value, int):
+        raise DataError(f"{where}: label {value!r} is outside the labels of {spec.name!r} ({known}).")
+    raise DataError(f"{where}: label {value!r} must be a label's index or its name ({known}).")
 
 
 def _read_hub(spec: DatasetSpec, split: str, local_file: Path | None) -> list[Row]:

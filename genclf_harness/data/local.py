@@ -18,7 +18,9 @@ required in ``meta.json``; every other key has a default:
   placeholders (default: a ``Field: {field}`` line per input field, then ``Answer:``);
 - ``instruction``: the line before the examples, ``{labels}`` standing for the label words
   (default: ``Classify each input as {labels}.``);
-- ``splits``: the split names, a list or ``{name: row count}`` (default: the ``*.jsonl`` files);
+- ``splits``: the split names, a list or ``{name: row count}`` (default: those of ``train``,
+  ``validation``, ``val``, ``dev`` and ``test`` that have a ``.jsonl`` file, else every ``*.jsonl``
+  file; other files in the folder, such as ``predictions.jsonl``, are then no split);
 - ``eval_split``: default ``test``, else ``validation``, else ``dev``, else the only split;
 - ``train_split``: default ``train``; without one it is the evaluation split, and lm-eval then
   draws few-shot demonstrations from the other evaluated documents (never the document itself),
@@ -40,6 +42,7 @@ import json
 import os
 import re
 import string
+import unicodedata
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -52,6 +55,7 @@ META_FILE = "meta.json"
 DEFAULT_INSTRUCTION = "Classify each input as {labels}."
 DEFAULT_ANSWER_CUE = "Answer:"
 _EVAL_SPLITS = ("test", "validation", "dev")
+_USUAL_SPLITS = frozenset({"train", "validation", "val", "dev", "test"})
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _HUB_KEYS = ("path", "revision", "name", "splits", "fields", "label_field", "label_map")
 
@@ -95,7 +99,7 @@ def list_local(data_dir: str | os.PathLike[str] | None = None) -> list[str]:
         if name in SPECS or not _NAME.match(name):
             continue
         try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+            meta = json.loads(meta_path.read_text(encoding="utf-8-sig"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError):
             names.append(name)  # listed, so that asking for it reports what is wrong with it
             continue
@@ -114,7 +118,7 @@ def spec_from_folder(folder: str | os.PathLike[str]) -> DatasetSpec:
     folder = Path(folder)
     meta_path = folder / META_FILE
     try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        meta = json.loads(meta_path.read_text(encoding="utf-8-sig"))
     except FileNotFoundError:
         raise DataError(f"{meta_path}: missing; a local data set needs a meta.json naming its labels.") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
@@ -180,6 +184,7 @@ def spec_from_folder(folder: str | os.PathLike[str]) -> DatasetSpec:
     task = meta.get("task") or f"{len(labels)}-way classification"
     if not isinstance(task, str):
         raise bad("'task' must be a string.")
+    hub = _hub(meta.get("hub"), bad)
     try:
         return DatasetSpec(
             name=folder.name,
@@ -191,7 +196,7 @@ def spec_from_folder(folder: str | os.PathLike[str]) -> DatasetSpec:
             train_split=train_split,
             instruction=instruction,
             template=template,
-            hub=_hub(meta.get("hub"), bad),
+            hub=hub,
             splits=tuple(splits),
             definitions=dict(definitions),
         )
@@ -202,7 +207,8 @@ def spec_from_folder(folder: str | os.PathLike[str]) -> DatasetSpec:
 def _strings(value: Any, key: str, bad) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
         raise bad(f"'{key}' must be a list of non-empty strings, not {value!r}.")
-    return list(value)
+    # One Unicode form (NFC), so a label typed on another system still matches the rows' labels.
+    return [unicodedata.normalize("NFC", v) for v in value]
 
 
 def _distinct(values: list[str], key: str, bad) -> None:
@@ -218,7 +224,8 @@ def _splits(value: Any, folder: Path, bad) -> list[str]:
         found = sorted(path.stem for path in folder.glob("*.jsonl"))
         if not found:
             raise bad(f"names no 'splits' and {folder} holds no <split>.jsonl file.")
-        return found
+        usual = [name for name in found if name in _USUAL_SPLITS]
+        return usual or found
     if isinstance(value, Mapping):
         value = list(value)
     return _strings(value, "splits", bad)

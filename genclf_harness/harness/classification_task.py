@@ -25,7 +25,7 @@ import functools
 import importlib
 import logging
 import random
-import re
+import string
 from typing import Any
 
 import yaml
@@ -195,4 +195,9 @@ INDUCTIVE_SEED = 1234
 
 def _answer_cue(spec: DatasetSpec) -> str:
     """The template's text after its last input field: "Review: {text}\nSentiment:" -> "Sentiment:"."""
-    return re.split(r"\{[^{}]*\}", spec.template)[-1].strip()
+    after_last_field = ""
+    for literal, field_name, _, _ in string.Formatter().parse(spec.template):
+        after_last_field += literal  # escaped braces ("{{") come as literal pieces of their own
+        if field_name is not None:
+            after_last_field = ""
+    return after_last_field.strip()

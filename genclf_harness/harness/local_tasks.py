@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import atexit
 import functools
+import logging
 import shutil
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+logger = logging.getLogger(__name__)
 
 LOCAL_HEADER = "# Written for a local data set by genclf_harness.harness.local_tasks.\n"
 
@@ -28,8 +31,8 @@ def local_task(task: str, data_dir: str | None = None) -> tuple[str, Any, str] |
     from genclf_harness.data.specs import SPECS
     from genclf_harness.prompts import PromptStrategy
 
-    if not task.startswith("genclf_"):
-        return None
+    if not task.startswith("genclf_") or task in _builtin_task_names():
+        return None  # a local folder named sst2_bal3 does not take genclf_sst2_bal3 over
     rest = task.removeprefix("genclf_")
     options = [(rest, "ppl")] + ([(rest.removesuffix("_gen"), "gen")] if rest.endswith("_gen") else [])
     if rest.endswith("_strategies"):
@@ -49,10 +52,18 @@ def local_task(task: str, data_dir: str | None = None) -> tuple[str, Any, str] |
     return None
 
 
+@functools.lru_cache(maxsize=1)
+def _builtin_task_names() -> frozenset[str]:
+    from genclf_harness.resources import tasks_dir
+
+    return frozenset(path.stem for path in tasks_dir().rglob("*.yaml"))
+
+
 def write_local_tasks(task_names: Sequence[str], folder: Path, data_dir: str | None = None) -> list[str]:
     """Write into ``folder`` the YAML of each requested task of a local data set (``local_task``),
     a group's member tasks with it; returns the task and group names written. A group leaves out
-    the strategies that state label definitions when the data set's meta.json gives none."""
+    the strategies that cannot run on the data set (``PromptStrategy.check``: label definitions its
+    meta.json lacks, answers that could not be read apart), with a warning naming why."""
     from genclf_harness.data import get_spec
     from genclf_harness.harness.tasks import strategy_task_yaml, sweep_task_names, yaml_scalar
     from genclf_harness.resources import tasks_dir
@@ -77,11 +88,14 @@ def write_local_tasks(task_names: Sequence[str], folder: Path, data_dir: str | N
             task_yaml(task, dataset, strategy, decoding)
             continue
         members = []
-        has_definitions = bool(get_spec(dataset, data_dir).definitions)
+        spec = get_spec(dataset, data_dir)
         for member in sweep_task_names(dataset):
             member_dataset, member_strategy, member_decoding = local_task(member, data_dir)  # type: ignore[misc]
-            if member_strategy.definitions and not has_definitions:
-                continue  # the definition strategies need 'definitions' in meta.json
+            try:
+                member_strategy.check(spec, generative=member_decoding == "gen")
+            except ValueError as err:
+                logger.warning("group %s leaves out %s: %s", task, member, err)
+                continue
             task_yaml(member, member_dataset, member_strategy, member_decoding)
             members.append(member)
         listed = "".join(f"  - {member}\n" for member in members)

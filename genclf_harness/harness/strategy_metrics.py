@@ -36,6 +36,10 @@ class StrategyTask(ConfigurableTask):
         from genclf_harness.harness.classification_task import complete_config
 
         config, self.genclf_spec = complete_config(config)
+        strategy = (config.get("dataset_kwargs") or {}).get("strategy")
+        if strategy is not None:  # before any model work, not at the first answer
+            PromptStrategy.from_value(strategy).check(self.genclf_spec,
+                                                      generative=config.get("output_type") == "generate_until")
         super().__init__(config=config, **kwargs)
 
 

@@ -88,7 +88,7 @@ def load_classification(
     ``query``, ``choices``, ``gold``. With one, rows also get ``prompt`` (the whole user prompt),
     ``input``, ``target``, ``dataset``, ``strategy`` (its name) and ``demonstration_ids``, and
     ``instruction``/``query``/``choices``/``gold`` follow the strategy. The training split is the demonstration pool; its own
-    rows are rendered without demonstrations.
+    rows are rendered without demonstrations (unless it is also the evaluated split).
     """
     import datasets
 
@@ -106,7 +106,10 @@ def load_classification(
                                    label_style=chosen.label_style).bind(spec)
     splits = {}
     for split in split_names:
-        render = (pool_prompter if split == spec.train_split else prompter).render
+        # The training split demonstrates, so its rows are rendered without demonstrations; a data
+        # set evaluated on its only split draws them from its other rows (never the row itself).
+        demonstrating = split == spec.train_split and split != spec.eval_split
+        render = (pool_prompter if demonstrating else prompter).render
         rows = [_strategy_row(spec.name, doc, render(doc)) for doc in _split_rows(dataset, split, data_dir)]
         splits[split] = datasets.Dataset.from_list(rows)
     return datasets.DatasetDict(splits)

@@ -78,6 +78,9 @@ class AnswerParser:
                 raise ValueError(f"answer {text!r} would name two labels of {label_set.choices}")
 
         for index in range(label_set.num_classes):
+            if not normalize_answer(label_set.choices[index]):
+                raise ValueError(f"answer {label_set.choices[index]!r} has no letter or digit to read an "
+                                 "answer by")
             add(label_set.choices[index], index)
             add(label_set.words[index], index)
             add(label_set.names[index], index)

@@ -159,6 +159,26 @@ class PromptStrategy:
             return cls(**values)
         raise TypeError(f"a prompt strategy is a name, a mapping or a PromptStrategy, not {type(value).__name__}")
 
+    def check(self, spec: DatasetSpec, generative: bool = False) -> None:
+        """Raise ``ValueError`` saying why this strategy cannot run on ``spec``, before any model work:
+        label definitions it would state but the data set lacks, an "uncertain" answer the data set
+        already has as a label, and (``generative``) label answers that could not be read back apart."""
+        from genclf_harness.prompts.answers import AnswerParser
+
+        where = f"strategy {self.name!r} on data set {spec.name!r}"
+        if self.definitions:
+            missing = [label for label in spec.labels if label not in spec.definitions]
+            if missing:
+                raise ValueError(f"{where}: it states label definitions, and there is none for {missing} "
+                                 "(a local data set gives them as 'definitions' in its meta.json)")
+        label_set = LabelSet.of(spec, self.label_style, self.uncertainty)
+        if generative:
+            try:
+                AnswerParser.of(label_set)
+            except ValueError as err:
+                raise ValueError(f"{where}: generated answers could not be read as labels: {err} (a local "
+                                 "data set can give distinct, readable 'label_words' in its meta.json)") from None
+
     def bind(self, spec: DatasetSpec, pool: Sequence[Mapping[str, Any]] | DemonstrationPool | None = None) -> StrategyPrompter:
         """This strategy for one data set; ``pool`` (the training rows) is needed for demonstrations."""
         if self.needs_pool:

@@ -140,7 +140,8 @@ class DataConfig(Section):
         except DataError as err:
             raise ValueError(f"dataset: {err}") from None
         try:
-            PromptStrategy.parse(self.strategy)
+            # Training ends with a generative evaluation and GRPO's reward reads answers: both parse them.
+            PromptStrategy.parse(self.strategy).check(spec, generative=True)
         except ValueError as err:
             raise ValueError(f"strategy: {err}") from None
         for name in ("train_split", "eval_split"):
