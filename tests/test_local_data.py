@@ -381,3 +381,24 @@ def test_unreadable_answers_fail_before_any_model_work(data_dir: Path, tmp_path:
         DataConfig(dataset="odd", strategy=strategy.removesuffix("gen").rstrip("_") or "zero", eval_split="test").check()
     # scored, the same labels are fine: nothing has to be read back
     assert write_local_tasks(["genclf_odd"], out) == ["genclf_odd"]
+
+
+def test_numbers_in_input_fields_are_text(data_dir: Path, tmp_path: Path) -> None:
+    rows = [{"text": r["text"], "stars": 1 + 4 * r["label"], "label": r["label"]} for r in _rows(data_dir, "sst2", "test", 4)]
+    _write_set(tmp_path, "rated", {"labels": ["negative", "positive"], "input_fields": ["text", "stars"]}, {"test": rows})
+    loaded = load_split("rated", "test", data_dir=tmp_path)
+    assert [row["stars"] for row in loaded] == [str(r["stars"]) for r in rows]
+    rows[1]["stars"] = True
+    _write_set(tmp_path, "rated", {"labels": ["negative", "positive"], "input_fields": ["text", "stars"]}, {"test": rows})
+    with pytest.raises(DataError, match=r"test.jsonl:2: field 'stars' is not a string \(bool\)"):
+        load_split("rated", "test", data_dir=tmp_path)
+
+
+def test_unmatched_genclf_names_get_a_hint(data_dir: Path, tmp_path: Path) -> None:
+    from genclf_harness.harness.local_tasks import unmatched_hint
+
+    _nli(data_dir, tmp_path)
+    assert unmatched_hint(["genclf_sst2", "genclf_my_nli_bal3_gen", "hellaswag"], str(tmp_path)) is None
+    hint = unmatched_hint(["genclf_my_nil", "genclf_sst2"], str(tmp_path))
+    assert hint.startswith("genclf_my_nil: no built-in genclf task, and no local data set")
+    assert f"({tmp_path}; local data sets: my_nli)" in hint and "did you mean genclf_my_nli" in hint

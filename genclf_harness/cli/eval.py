@@ -17,6 +17,7 @@ Same flags and output as ``lm_eval``. On top of it:
 from __future__ import annotations
 
 import functools
+import logging
 import re
 import sys
 from collections.abc import Sequence
@@ -72,6 +73,19 @@ def install_manifest_hook() -> None:
     evaluator.evaluate = evaluate_with_manifest
 
 
+def show_package_logs() -> None:
+    """Print this package's log records (truncated prompts, left-out metrics ...) as lm-eval prints
+    its own: lm-eval's ``setup_logging`` gives only the ``lm_eval`` logger a handler."""
+    package_logger = logging.getLogger("genclf_harness")
+    if package_logger.handlers or logging.getLogger().handlers:
+        return  # configured already, here or at the root (records propagate there)
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-8s [%(name)s:%(lineno)d] %(message)s",
+                                           datefmt="%Y-%m-%d:%H:%M:%S"))
+    package_logger.addHandler(handler)
+    package_logger.setLevel(logging.getLogger("lm_eval").getEffectiveLevel())
+
+
 def _requested_tasks(tasks: str | Sequence[str] | None) -> list[str]:
     if not tasks:
         return []
@@ -83,13 +97,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     from lm_eval._cli import HarnessCLI
     from lm_eval.utils import setup_logging
 
-    from genclf_harness.harness.local_tasks import local_include_path
+    from genclf_harness.harness.local_tasks import local_include_path, unmatched_hint
     from genclf_harness.harness.registry import register
     from genclf_harness.resources import tasks_dir
 
     register()
     install_manifest_hook()
     setup_logging()
+    show_package_logs()
     args_in = list(sys.argv[1:] if argv is None else argv)
     # HarnessCLI reads sys.argv itself (it inserts the legacy "run" subcommand there).
     sys.argv = [sys.argv[0] if sys.argv else "genclf-eval", *rewrite_default_model(args_in)]
@@ -100,10 +115,13 @@ def main(argv: Sequence[str] | None = None) -> None:
             args.include_path, str
         ) else list(args.include_path or [])
         args.include_path = [str(tasks_dir()), *user_paths]
-    if hasattr(args, "include_path"):
         metadata = getattr(args, "metadata", None)
         data_dir = metadata.get("data_dir") if isinstance(metadata, dict) else None
-        args.include_path.extend(local_include_path(_requested_tasks(getattr(args, "tasks", None)), data_dir))
+        requested = _requested_tasks(getattr(args, "tasks", None))
+        args.include_path.extend(local_include_path(requested, data_dir))
+        hint = None if user_paths else unmatched_hint(requested, data_dir)
+        if hint:  # lm-eval will say "Tasks not found"; this says where genclf looked
+            logging.getLogger("genclf_harness").warning("genclf-eval: %s", hint)
     parser.execute(args)
 
 

@@ -74,6 +74,8 @@ def _normalise(spec: DatasetSpec, raw: dict[str, Any], where: str, default_id: s
     row: Row = {"id": str(raw.get("id", default_id))}
     for field_name in spec.input_fields:
         value = raw.get(field_name)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = str(value)  # a number in the input (stars, a year) is text to the model
         if not isinstance(value, str):
             problem = "missing" if value is None else f"not a string ({type(value).__name__})"
             raise DataError(f"{where}: field {field_name!r} is {problem}.")

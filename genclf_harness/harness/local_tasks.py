@@ -10,8 +10,10 @@ The built-in data sets have their task YAMLs under ``tasks/``; a local data set
 from __future__ import annotations
 
 import atexit
+import difflib
 import functools
 import logging
+import os
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -116,3 +118,21 @@ def local_include_path(task_names: Sequence[str], data_dir: str | None = None) -
         return []
     atexit.register(functools.partial(shutil.rmtree, folder, ignore_errors=True))
     return [str(folder)]
+
+
+def unmatched_hint(task_names: Sequence[str], data_dir: str | None = None) -> str | None:
+    """A hint for requested ``genclf_*`` names that are neither built-in tasks nor tasks of a local
+    data set (lm-eval itself only says "Tasks not found"), or None when all match."""
+    from genclf_harness.data.local import list_local
+
+    unknown = [name for name in dict.fromkeys(task_names) if name.startswith("genclf_")
+               and name not in _builtin_task_names() and local_task(name, data_dir) is None]
+    if not unknown:
+        return None
+    local = list_local(data_dir)
+    root = data_dir or os.environ.get("GENCLF_DATA_DIR") or "GENCLF_DATA_DIR, not set"
+    candidates = sorted(_builtin_task_names() | {f"genclf_{n}" for n in local})
+    close = list(dict.fromkeys(match for name in unknown for match in difflib.get_close_matches(name, candidates, n=2)))
+    return (f"{', '.join(unknown)}: no built-in genclf task, and no local data set of that name under the data "
+            f"root ({root}; local data sets: {', '.join(local) or 'none'})"
+            + (f"; did you mean {', '.join(close)}?" if close else "."))
