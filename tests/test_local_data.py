@@ -402,3 +402,23 @@ def test_unmatched_genclf_names_get_a_hint(data_dir: Path, tmp_path: Path) -> No
     hint = unmatched_hint(["genclf_my_nil", "genclf_sst2"], str(tmp_path))
     assert hint.startswith("genclf_my_nil: no built-in genclf task, and no local data set")
     assert f"({tmp_path}; local data sets: my_nli)" in hint and "did you mean genclf_my_nli" in hint
+
+
+@pytest.mark.parametrize("name", ["true", "null", "1.0", "No"])
+def test_names_yaml_would_misread_stay_strings(name: str, data_dir: Path, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from lm_eval.tasks import TaskManager
+
+    from genclf_harness.harness.local_tasks import write_local_tasks
+    from genclf_harness.resources import tasks_dir
+
+    _nli(data_dir, tmp_path / "data", name=name)
+    monkeypatch.setenv("GENCLF_DATA_DIR", str(tmp_path / "data"))
+    out = tmp_path / "yamls"
+    out.mkdir()
+    tasks = [f"genclf_{name}", f"genclf_{name}_bal3_gen"]
+    assert write_local_tasks(tasks, out) == tasks
+    loaded = TaskManager(include_path=[str(tasks_dir()), str(out)], include_defaults=False).load(tasks)["tasks"]
+    for task in tasks:
+        assert loaded[task].config.dataset_kwargs["dataset"] == name
+        assert len(loaded[task].test_docs()) == 40

@@ -51,8 +51,12 @@ def strategy_task_yaml(task: str, dataset: str, strategy: str | Mapping[str, Any
 
 
 def yaml_scalar(value: str) -> str:
-    """``value`` as it is when YAML reads it back unchanged, else quoted (a JSON string is YAML)."""
-    return value if re.fullmatch(r"[A-Za-z0-9_./-]+", value) else json.dumps(value)
+    """``value`` as it is when YAML reads it back unchanged, else quoted (a JSON string is YAML):
+    ``sst2`` stays bare, ``true``, ``null``, ``1.0`` or a path with spaces are quoted."""
+    import yaml
+
+    plain = re.fullmatch(r"[A-Za-z0-9_./-]+", value) is not None and yaml.safe_load(value) == value
+    return value if plain else json.dumps(value)
 
 
 def sweep_task_names(dataset: str) -> list[str]:
