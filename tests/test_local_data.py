@@ -328,7 +328,8 @@ def test_a_local_folder_never_takes_a_builtin_task_name(data_dir: Path, tmp_path
     _nli(data_dir, tmp_path, name="sst2_bal3")
     monkeypatch.setenv("GENCLF_DATA_DIR", str(tmp_path))
     assert local_task("genclf_sst2_bal3") is None  # the built-in strategy task of SST-2
-    assert local_task("genclf_sst2_bal3_sim3")[0] == "sst2_bal3"
+    with pytest.raises(DataError, match=r"its task genclf_sst2_bal3 is a built-in task"):
+        local_task("genclf_sst2_bal3_sim3")  # the folder's other tasks are refused, not half its own
 
 
 def test_strategy_demonstrations_without_a_training_split(data_dir: Path, tmp_path: Path,
@@ -422,3 +423,81 @@ def test_names_yaml_would_misread_stay_strings(name: str, data_dir: Path, tmp_pa
     for task in tasks:
         assert loaded[task].config.dataset_kwargs["dataset"] == name
         assert len(loaded[task].test_docs()) == 40
+
+
+def test_a_local_name_that_makes_a_builtin_task_name_is_refused(data_dir: Path, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """A folder cb_unc: genclf_cb_unc is the built-in CB task with the unc strategy, so the folder's
+    other tasks (genclf_cb_unc_bal3 ...) would belong to another data set than its plain task."""
+    from genclf_harness.harness.local_tasks import local_task
+
+    _nli(data_dir, tmp_path, name="cb_unc")
+    monkeypatch.setenv("GENCLF_DATA_DIR", str(tmp_path))
+    assert local_task("genclf_cb_unc") is None  # the built-in task
+    for name in ("genclf_cb_unc_bal3", "genclf_cb_unc_strategies"):
+        with pytest.raises(DataError, match=r"local data set 'cb_unc' .*its task genclf_cb_unc is a built-in task"):
+            local_task(name)
+
+
+def test_an_explicit_data_dir_wins_for_the_whole_run(data_dir: Path, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same name under GENCLF_DATA_DIR and under an explicit data_dir: once the explicit one is
+    read, lookups without a data_dir (answer parsing, rewards) get the same folder and rows."""
+    import genclf_harness.data.local as local
+
+    monkeypatch.setattr(local, "_FOUND_ELSEWHERE", {})
+    names = ["entailment", "not_entailment"]
+    _nli(data_dir, tmp_path / "env", meta={"labels": names, "label_words": ["yes", "no"]})
+    _nli(data_dir, tmp_path / "explicit", meta={"labels": names, "label_words": ["true", "false"]})
+    monkeypatch.setenv("GENCLF_DATA_DIR", str(tmp_path / "env"))
+    assert get_spec("my_nli").label_words == ("yes", "no")
+    explicit = get_spec("my_nli", str(tmp_path / "explicit"))
+    assert explicit.label_words == ("true", "false") and explicit.folder == str((tmp_path / "explicit" / "my_nli").resolve())
+    assert get_spec("my_nli") == explicit
+    (tmp_path / "env" / "my_nli" / "validation.jsonl").write_text("")  # rows come from the explicit folder
+    assert len(load_split("my_nli", "validation")) == 40
+
+
+def test_predict_only_and_too_many_shots(data_dir: Path, tmp_path: Path, default_model_dir: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """--predict_only logs one score per label (no calibration anchors, which lm-eval's own
+    process_results cannot read); more shots than the few-shot split holds is an error naming it."""
+    from genclf_harness.cli.eval import main as genclf_eval
+
+    genclf_eval(["--model", "genclf-hf", "--model_args", "pretrained=default", "--tasks", "genclf_sst2",
+                 "--limit", "3", "--predict_only", "--log_samples", "--output_path", str(tmp_path / "out")])
+    samples = [json.loads(line) for line in next((tmp_path / "out").rglob("samples_genclf_sst2_*.jsonl")).open()]
+    assert len(samples) == 3 and all(len(s["resps"]) == 2 for s in samples)
+
+    rows = _rows(data_dir, "sst2", "test", 6)
+    _write_set(tmp_path / "data", "tiny", {"labels": ["negative", "positive"]}, {"train": rows[:2], "test": rows[2:]})
+    monkeypatch.setenv("GENCLF_DATA_DIR", str(tmp_path / "data"))
+    with pytest.raises(DataError, match=r"genclf_tiny: --num_fewshot 5 needs 5 demonstrations, and the few-shot "
+                                        r"split 'train' of data set 'tiny' has 2 to draw from"):
+        genclf_eval(["--model", "genclf-hf", "--model_args", "pretrained=default", "--tasks", "genclf_tiny",
+                     "--num_fewshot", "5", "--limit", "2"])
+
+
+def test_grpo_balance_names_a_label_absent_from_the_pool_before_scoring(data_dir: Path, tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from genclf_harness.training.config import load_config
+    from genclf_harness.training.examples import load_classifier_data
+    from genclf_harness.training.grpo import GRPORecipeConfig, _select_rows
+
+    names = ["negative", "neutral", "positive"]
+    train = [{"text": r["text"], "label": names[2 * r["label"]]} for r in _rows(data_dir, "sst2", "train", 30)]
+    _write_set(tmp_path / "data", "three", {"labels": names}, {"train": train, "test": train[:5]})
+    monkeypatch.setenv("GENCLF_DATA_DIR", str(tmp_path / "data"))
+    config = load_config(GRPORecipeConfig, None, ["data.dataset=three", "data.eval_split=test", "data.chat_template=false"])
+    data = load_classifier_data(config.data, chat=False)
+    with pytest.raises(ValueError, match=r"the 30 pooled training rows have no row with the gold label 'neutral'"):
+        _select_rows(config, data, model=None, tokenizer=None)  # raised before the model is needed
+
+
+def test_a_name_yaml_reads_as_another_type_gets_a_quoting_hint() -> None:
+    from genclf_harness.training.config import ConfigError, load_config
+    from genclf_harness.training.sft import SFTRecipeConfig
+
+    with pytest.raises(ConfigError, match=r"data.dataset: expected a string, got True \(YAML read the value as bool; "
+                                          r"quote a string"):
+        load_config(SFTRecipeConfig, None, ["data.dataset=true"])

@@ -234,3 +234,21 @@ def test_bench_output_is_written_per_task_and_resumable(tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match="limit"):
         _resumed_rows(str(path), {**header, "limit": 4})
     assert "| sim3 | gen | 0.500 | 0.400 |  |  | 0.333 | 2 |" in format_table(header, [row])
+
+
+def test_manifest_of_a_strategy_task_names_its_answers_and_instruction() -> None:
+    from lm_eval.tasks import TaskManager
+
+    from genclf_harness.harness.manifest import task_manifest
+    from genclf_harness.resources import tasks_dir
+
+    manager = TaskManager(include_path=str(tasks_dir()), include_defaults=False)
+    loaded = manager.load(["genclf_sst2_num_gen", "genclf_sst2_bal3", "genclf_sst2"])["tasks"]
+    numeric = task_manifest(loaded["genclf_sst2_num_gen"], tokenizer=None)
+    assert numeric["label_words"] == ["1", "2"] and numeric["strategy"] == {"name": "num", "demonstrations": "zero", "k": 0}
+    assert numeric["prompt"]["instruction"] == loaded["genclf_sst2_num_gen"].test_docs()[0]["instruction"]
+    assert "1 means negative." in numeric["prompt"]["instruction"]
+    balanced = task_manifest(loaded["genclf_sst2_bal3"], tokenizer=None)
+    assert balanced["strategy"] == {"name": "bal3", "demonstrations": "balanced", "k": 3}
+    plain = task_manifest(loaded["genclf_sst2"], tokenizer=None)
+    assert "strategy" not in plain and plain["label_words"] == ["negative", "positive"]

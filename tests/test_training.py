@@ -131,7 +131,7 @@ def test_balanced_selection_keeps_equal_counts_per_gold_label_interleaved() -> N
     assert balance_by_label(in_range, labels, names, None) == [2, 0, 5, 1]  # the rarer label caps the other
     assert balance_by_label(in_range, labels, names, 2) == [2, 0]  # limit // K per label
     assert balance_by_label([6, 5, 4, 2], labels, names, None) == [5, 6, 2, 4]  # order within a label kept
-    with pytest.raises(ValueError, match=r"no selected row has the gold label 'negative' \(negative 0, positive 3\)"):
+    with pytest.raises(ValueError, match=r"no row in the gold-probability range has the gold label 'negative' \(in range: negative 0, positive 3\)"):
         balance_by_label([0, 1, 3], labels, names, None)
     with pytest.raises(ValueError, match="max_train_examples=2 is fewer than one row for each of the 3 labels"):
         balance_by_label([0, 2, 7], labels, ["a", "b", "c"], 2)

@@ -31,8 +31,11 @@ def load_split(name: str, split: str, data_dir: str | os.PathLike[str] | None = 
         raise DataError(
             f"Data set {name!r} has no split {split!r}; its splits are {', '.join(spec.splits)}."
         )
-    root = resolve_data_root(data_dir)
-    local_file = root / name / f"{split}.jsonl" if root is not None else None
+    if spec.folder is not None:  # a local data set: the folder its spec was read from
+        local_file: Path | None = Path(spec.folder) / f"{split}.jsonl"
+    else:
+        root = resolve_data_root(data_dir)
+        local_file = root / name / f"{split}.jsonl" if root is not None else None
     if local_file is not None and local_file.is_file():
         rows = _read_local(spec, local_file)
     else:

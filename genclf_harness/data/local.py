@@ -68,19 +68,22 @@ def local_spec(name: str, data_dir: str | os.PathLike[str] | None = None) -> Dat
     """The spec of the local data set ``name``, or None when the data root has no such folder.
 
     A data set found under an explicit ``data_dir`` (a task's ``dataset_kwargs`` or ``--metadata``)
-    is remembered by name, so later lookups without one (answer parsing, the manifest) find it too
-    when ``$GENCLF_DATA_DIR`` has no data set of that name.
+    is remembered by name, and later lookups without one (answer parsing, rewards, the manifest)
+    get that folder, even where ``$GENCLF_DATA_DIR`` has a data set of the same name: the explicit
+    root wins for the whole run. The spec's ``folder`` (in the results manifest) says which was read.
     """
     if name in SPECS or not _NAME.match(name):
         return None
-    root = resolve_data_root(data_dir)
-    folder = root / name if root is not None else None
-    if folder is None or not (folder / META_FILE).is_file():
-        folder = _FOUND_ELSEWHERE.get(name) if data_dir is None else None
+    remembered = _FOUND_ELSEWHERE.get(name) if data_dir is None else None
+    if remembered is not None and (remembered / META_FILE).is_file():
+        folder = remembered
+    else:
+        root = resolve_data_root(data_dir)
+        folder = root / name if root is not None else None  # type: ignore[assignment]
         if folder is None or not (folder / META_FILE).is_file():
             return None
-    elif data_dir is not None:
-        _FOUND_ELSEWHERE[name] = folder
+        if data_dir is not None:
+            _FOUND_ELSEWHERE[name] = folder
     # Cached per file state: a task, its manifest and its reward function all ask for the spec.
     return _cached_spec(str(folder.resolve()), (folder / META_FILE).stat().st_mtime_ns, folder.stat().st_mtime_ns)
 
@@ -199,6 +202,7 @@ def spec_from_folder(folder: str | os.PathLike[str]) -> DatasetSpec:
             hub=hub,
             splits=tuple(splits),
             definitions=dict(definitions),
+            folder=str(folder.resolve()),
         )
     except ValueError as err:
         raise bad(str(err)) from None

@@ -54,6 +54,8 @@ class DatasetSpec:
     splits: tuple[str, ...] = ()
     definitions: Mapping[str, str] = field(default_factory=dict)
     """A short definition per label name (written for this project), for prompts that state them."""
+    folder: str | None = None
+    """The folder a local data set of your own was read from (None for the built-in ones)."""
 
     def __post_init__(self) -> None:
         if len(self.labels) != len(self.label_words):

@@ -32,7 +32,7 @@ import yaml
 from lm_eval.api.instance import Instance
 from lm_eval.api.task import ConfigurableTask
 
-from genclf_harness.data import get_spec
+from genclf_harness.data import DataError, get_spec
 from genclf_harness.harness.metrics import ANCHOR_SECTIONS, CONTENT_FREE_INPUTS, INDUCTIVE_SECTION, make_item
 from genclf_harness.data.specs import DatasetSpec
 from genclf_harness.prompts import render_input
@@ -115,14 +115,35 @@ class GenclfClassificationTask(ConfigurableTask):
         super().__init__(config=config, **kwargs)
         self._anchor_built = False
         self._inductive = False
+        self._metrics_overridden = False
+
+    def override_metric(self, metric_name: str) -> None:
+        # --predict_only ("bypass"): lm-eval's own process_results reads one result per choice, so
+        # no anchor requests are built and the calibrated metrics are not computed.
+        super().override_metric(metric_name)
+        self._metrics_overridden = True
 
     def build_all_requests(self, *args: Any, **kwargs: Any) -> None:
         self._anchor_built = False
+        self._check_fewshot_pool()
         super().build_all_requests(*args, **kwargs)
+
+    def _check_fewshot_pool(self) -> None:
+        """More demonstrations than the few-shot split has is an error naming it, before any work."""
+        wanted = self.config.num_fewshot or 0
+        if wanted <= 0 or not self.has_training_docs() and not self.has_validation_docs():
+            return
+        pool = len(self.fewshot_docs())
+        # drawn from the evaluated split itself, a document is never its own demonstration
+        usable = pool - 1 if self.config.fewshot_split == self.config.test_split else pool
+        if wanted > usable:
+            raise DataError(f"{self.config.task}: --num_fewshot {wanted} needs {wanted} demonstrations, and the "
+                            f"few-shot split {self.config.fewshot_split!r} of data set {self.genclf_spec.name!r} "
+                            f"has {usable} to draw from")
 
     def construct_requests(self, doc: dict, ctx: Any, **kwargs: Any) -> list[Instance]:
         requests = super().construct_requests(doc, ctx, **kwargs)
-        if self._anchor_built or not isinstance(ctx, str):
+        if self._anchor_built or self._metrics_overridden or not isinstance(ctx, str):
             return requests
         self._anchor_built = True
         continuations = [instance.arguments[1] for instance in requests]

@@ -30,11 +30,17 @@ def local_task(task: str, data_dir: str | None = None) -> tuple[str, Any, str] |
     ``genclf_<name>``, ``genclf_<name>_<strategy>``, either with ``_gen``, or the group
     ``genclf_<name>_strategies`` (strategy None); built-in data sets have their YAMLs already."""
     from genclf_harness.data.local import local_spec
-    from genclf_harness.data.specs import SPECS
+    from genclf_harness.data.specs import SPECS, DataError
     from genclf_harness.prompts import PromptStrategy
 
-    if not task.startswith("genclf_") or task in _builtin_task_names():
-        return None  # a local folder named sst2_bal3 does not take genclf_sst2_bal3 over
+    if not task.startswith("genclf_"):
+        return None
+    if task in _builtin_task_names():  # a local folder named sst2_bal3 does not take genclf_sst2_bal3 over
+        shadowed = local_spec(task.removeprefix("genclf_"), data_dir)
+        if shadowed is not None:
+            logger.warning("%s is a built-in task; the local data set in %s cannot have that name (rename "
+                           "its folder)", task, shadowed.folder)
+        return None
     rest = task.removeprefix("genclf_")
     options = [(rest, "ppl")] + ([(rest.removesuffix("_gen"), "gen")] if rest.endswith("_gen") else [])
     if rest.endswith("_strategies"):
@@ -49,7 +55,12 @@ def local_task(task: str, data_dir: str | None = None) -> tuple[str, Any, str] |
                 strategy = None if decoding == "group" else PromptStrategy.parse(strategy_name or "zero")
             except ValueError:
                 continue
-            if local_spec(dataset, data_dir) is not None:
+            spec = local_spec(dataset, data_dir)
+            if spec is not None:
+                clash = [name for name in (f"genclf_{dataset}", f"genclf_{dataset}_gen") if name in _builtin_task_names()]
+                if clash:
+                    raise DataError(f"local data set {dataset!r} ({spec.folder}): its task {clash[0]} is a built-in "
+                                    "task, so its tasks would mix two data sets; rename the folder")
                 return dataset, strategy, decoding
     return None
 

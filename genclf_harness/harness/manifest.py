@@ -84,22 +84,41 @@ def _iter_tasks(task_dict: Mapping[str, Any]) -> Iterator[tuple[str, Any]]:
 
 
 def task_manifest(task: Any, tokenizer: Any) -> dict[str, Any] | None:
-    """Label token ids and prompt settings of a genclf task (None for other tasks)."""
+    """Label token ids and prompt settings of a genclf task (None for other tasks).
+
+    For a prompt-strategy task the answers and the instruction are the strategy's (numeric labels,
+    "uncertain", stated definitions), and ``strategy`` names it with its in-context demonstrations
+    (which the strategy puts in the prompt itself: lm-eval's ``num_fewshot`` stays 0 there).
+    """
     from genclf_harness.data import get_spec
-    from genclf_harness.prompts import render_instruction
+    from genclf_harness.prompts import LabelSet, PromptStrategy, render_instruction
+    from genclf_harness.prompts.strategy import render_strategy_instruction
 
     config = getattr(task, "config", None)
-    dataset = (getattr(config, "dataset_kwargs", None) or {}).get("dataset")
+    dataset_kwargs = getattr(config, "dataset_kwargs", None) or {}
+    dataset = dataset_kwargs.get("dataset")
     if dataset is None:
         return None
     spec = getattr(task, "genclf_spec", None) or get_spec(dataset)
     delimiter = config.target_delimiter
+    answers = list(spec.label_words)
+    instruction = render_instruction(spec)
+    strategy_entry: dict[str, Any] = {}
+    if dataset_kwargs.get("strategy") is not None:
+        chosen = PromptStrategy.from_value(dataset_kwargs["strategy"])
+        label_set = LabelSet.of(spec, chosen.label_style, chosen.uncertainty)
+        answers = list(label_set.choices)
+        instruction = render_strategy_instruction(spec, label_set, chosen.definitions)
+        strategy_entry = {"strategy": {"name": chosen.name, "demonstrations": chosen.icl,
+                                       "k": chosen.k}}
     entry: dict[str, Any] = {
         "dataset": spec.name,
+        **({"local_folder": spec.folder} if spec.folder else {}),
         "labels": list(spec.labels),
-        "label_words": list(spec.label_words),
+        "label_words": answers,
+        **strategy_entry,
         "prompt": {
-            "instruction": render_instruction(spec),
+            "instruction": instruction,
             "template": spec.template,
             "target_delimiter": delimiter,
             "fewshot_delimiter": config.fewshot_delimiter,
@@ -113,7 +132,7 @@ def task_manifest(task: Any, tokenizer: Any) -> dict[str, Any] | None:
         # continuation together and splits them, which gives the same ids for these prompts.
         entry["label_token_ids"] = {
             word: list(tokenizer(delimiter + word, add_special_tokens=False)["input_ids"])
-            for word in spec.label_words
+            for word in answers
         }
     return entry
 

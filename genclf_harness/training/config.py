@@ -285,7 +285,11 @@ def coerce(value: Any, annotation: Any) -> Any:
     """``value`` checked (and minimally converted) against a type annotation; ValueError if it does not fit."""
     converted = _convert(value, annotation)
     if converted is _MISFIT:
-        raise ValueError(f"expected {describe(annotation)}, got {value!r}")
+        hint = ""
+        if (value is None or isinstance(value, (bool, int, float))) and _convert("text", annotation) == "text":
+            hint = (f" (YAML read the value as {type(value).__name__}; quote a string that YAML reads otherwise, "
+                    "as in --set 'data.dataset=\"true\"' or dataset: \"true\" in a file)")
+        raise ValueError(f"expected {describe(annotation)}, got {value!r}{hint}")
     return converted
 
 

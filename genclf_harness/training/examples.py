@@ -17,6 +17,7 @@ of their split, the documents ``lm_eval --limit N`` evaluates.
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -25,6 +26,8 @@ from typing import Any
 from genclf_harness.data import DatasetSpec, get_spec, load_split
 from genclf_harness.prompts import LabelSet, PromptStrategy, RenderedPrompt, StrategyPrompter
 from genclf_harness.training.config import DataConfig
+
+logger = logging.getLogger(__name__)
 
 Example = dict[str, Any]
 """A TRL example: ``{"prompt": str | messages, "completion": str | messages}`` (SFT) or
@@ -85,6 +88,10 @@ def load_classifier_data(config: DataConfig, chat: bool) -> ClassifierData:
     if not window:
         raise ValueError(f"data: no training rows left ({len(shuffled)} rows, skip_train_examples="
                          f"{config.skip_train_examples})")
+    absent = [name for k, name in enumerate(spec.labels) if all(row["label"] != k for row in window)]
+    if absent:
+        logger.warning("data: no training row has the label %s (%d rows of %s/%s); the model will not "
+                       "be taught to answer it", ", ".join(map(repr, absent)), len(window), spec.name, config.train_split)
     # Demonstrations come from the whole training split (a row never demonstrates itself).
     prompter = strategy.bind(spec, all_train if strategy.needs_pool else None)
     return ClassifierData(spec, prompter, chat, tuple(window), tuple(eval_rows))

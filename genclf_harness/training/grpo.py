@@ -209,8 +209,9 @@ def balance_by_label(indices: Sequence[int], labels: Sequence[int], label_names:
     missing = [name for name, rows in zip(label_names, per_label, strict=True) if not rows]
     if missing:
         counts = ", ".join(f"{name} {len(rows)}" for name, rows in zip(label_names, per_label, strict=True))
-        raise ValueError(f"select.balance: no selected row has the gold label {', '.join(map(repr, missing))} "
-                         f"({counts}); widen the gold-probability range or the pool, or set select.balance=false")
+        raise ValueError(f"select.balance: no row in the gold-probability range has the gold label "
+                         f"{', '.join(map(repr, missing))} (in range: {counts}); widen the range or the pool, or set "
+                         "select.balance=false")
     n = min(len(rows) for rows in per_label)
     if limit is not None:
         n = min(n, limit // len(label_names))
@@ -343,16 +344,21 @@ def _select_rows(config: GRPORecipeConfig, data: Any, model: Any, tokenizer: Any
 
     select = config.select
     started = time.perf_counter()
-    logger.info("Selecting GRPO prompts: scoring %d rows with the starting model", len(data.train_rows))
     prompts = data.render(data.train_rows)
     golds = [prompt.gold for prompt in prompts]
+    names = list(data.label_set.names)
+    absent = [name for k, name in enumerate(names) if k not in set(golds)]
+    if select.balance and absent:  # known before the model scores anything
+        raise ValueError(f"select.balance: the {len(golds)} pooled training rows have no row with the gold label "
+                         f"{', '.join(map(repr, absent))}; the pool (select.pool_examples rows of the training split) "
+                         "must hold every label, or set select.balance=false")
+    logger.info("Selecting GRPO prompts: scoring %d rows with the starting model", len(data.train_rows))
     probs = gold_probabilities(model, tokenizer, prompts, data.chat)
     limit = config.data.max_train_examples
     in_range = select_uncertain(probs, select.min_gold_prob, select.max_gold_prob, None)
     if not in_range:
         raise ValueError(f"select: none of {len(probs)} rows has a gold-label probability in "
                          f"[{select.min_gold_prob}, {select.max_gold_prob}]; widen the range or the pool")
-    names = list(data.label_set.names)
     keep = balance_by_label(in_range, golds, names, limit) if select.balance else in_range[:limit]
 
     def per_label(indices: Sequence[int]) -> dict[str, int]:
