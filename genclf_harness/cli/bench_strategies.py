@@ -32,6 +32,8 @@ import numpy as np
 from genclf_harness.prompts import SWEEP_STRATEGIES, PromptStrategy
 
 DECODINGS = ("ppl", "gen")
+DEFAULT_STRATEGIES = ",".join(SWEEP_STRATEGIES)
+"""``--strategies`` when not given: every swept strategy the data set can run (others are left out)."""
 
 
 @dataclass(frozen=True)
@@ -65,7 +67,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="lm-eval model name (default: genclf-hf, else hf); genclf-vllm when installed")
     parser.add_argument("--model_args", default="pretrained=default",
                         help="lm-eval model arguments; pretrained=default is the embedded default model")
-    parser.add_argument("--strategies", default=parser_default_strategies(),
+    parser.add_argument("--strategies", default=DEFAULT_STRATEGIES,
                         help=f"comma-separated strategy names with tasks (default: {','.join(SWEEP_STRATEGIES)})")
     parser.add_argument("--decoding", default="ppl,gen", help="comma-separated: ppl, gen (default both)")
     parser.add_argument("--chat-template", choices=("auto", "on", "off"), default="auto",
@@ -77,11 +79,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also write the JSON to this file (rewritten after every task)")
     parser.add_argument("--resume", action="store_true",
                         help="keep the tasks already in --output (same settings) and run the rest")
-
-
-def parser_default_strategies() -> str:
-    """``--strategies`` when not given: every swept strategy the data set can run."""
-    return ",".join(SWEEP_STRATEGIES)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -100,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
             try:  # before the model loads: a strategy this data set cannot run is known now
                 PromptStrategy.parse(s).check(spec, generative=d == "gen")
             except ValueError as err:
-                if args.strategies != parser_default_strategies():
+                if args.strategies != DEFAULT_STRATEGIES:
                     raise SystemExit(f"genclf-bench strategies: {err}") from None
                 print(f"genclf-bench strategies: leaving out {s} ({d}): {err}", file=sys.stderr)
                 continue

@@ -47,7 +47,8 @@ def load_split(name: str, split: str, data_dir: str | os.PathLike[str] | None = 
 
 
 def _read_local(spec: DatasetSpec, path: Path) -> list[Row]:
-    _check_meta(spec, path.parent / "meta.json")
+    if spec.folder is None:  # a local data set's spec was built from this very meta.json
+        _check_meta(spec, path.parent / "meta.json")
     rows: list[Row] = []
     for line_no, raw in iter_jsonl(path, DataError):
         where = f"{path}:{line_no}"

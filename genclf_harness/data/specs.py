@@ -249,7 +249,8 @@ def get_spec(name: str, data_dir: str | os.PathLike[str] | None = None) -> Datas
 
 
 def _root_note(data_dir: str | os.PathLike[str] | None) -> str:
+    from genclf_harness.data.root import DATA_DIR_ENV
+
     if data_dir is not None:
         return str(data_dir)
-    raw = os.environ.get("GENCLF_DATA_DIR")
-    return raw if raw else "GENCLF_DATA_DIR, not set"
+    return os.environ.get(DATA_DIR_ENV) or f"{DATA_DIR_ENV}, not set"

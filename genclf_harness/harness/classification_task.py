@@ -131,7 +131,7 @@ class GenclfClassificationTask(ConfigurableTask):
     def _check_fewshot_pool(self) -> None:
         """More demonstrations than the few-shot split has is an error naming it, before any work."""
         wanted = self.config.num_fewshot or 0
-        if wanted <= 0 or not self.has_training_docs() and not self.has_validation_docs():
+        if wanted <= 0 or not (self.has_training_docs() or self.has_validation_docs()):
             return
         pool = len(self.fewshot_docs())
         # drawn from the evaluated split itself, a document is never its own demonstration
