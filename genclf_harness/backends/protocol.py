@@ -115,6 +115,11 @@ class PromptScores:
     """Tokens of the context as encoded, before any truncation."""
     truncated: bool = False
     """Whether the context was cut from the left to fit the model's maximum length."""
+    seam_mismatches: int = 0
+    """Labels whose ``context + label`` tokenises across the context's last token (see
+    :mod:`genclf_harness.backends.label_encoding`): scored with lm-eval's split unless ``aligned``."""
+    aligned: bool = False
+    """Whether the labels were scored with token alignment (``align_labels``)."""
 
     @property
     def logprobs(self) -> tuple[float, ...]:
@@ -152,6 +157,10 @@ class ScoringStats:
     """Rows run with the prefix cache (one at a time, reusing the head shared with the row before)."""
     reused_tokens: int = 0
     """Context tokens taken from the prefix cache instead of being fed again."""
+    seam_mismatches: int = 0
+    """Label continuations whose context tokens are not a prefix of ``context + label``'s tokens."""
+    aligned_prompts: int = 0
+    """Prompts scored with token alignment (``align_labels``) because of such a mismatch."""
     batch_token_budget: list[int] = field(default_factory=list)
     """The token budget used for each batch (it shrinks after an out-of-memory error)."""
 

@@ -63,6 +63,9 @@ class HFScorer:
         max_batch_prompts: at most this many rows per forward pass (``None``: no bound).
         add_special_tokens: lm-eval's ``add_bos_token``: ``None`` keeps the tokenizer's default.
         prefix_token_id: stands in for an empty context (default BOS, else EOS, as lm-eval).
+        align_labels: where a label crosses a token seam (the context's tokens are not a prefix of
+            ``context + label``'s), score the label's text by token alignment
+            (:mod:`genclf_harness.backends.token_alignment`) instead of lm-eval's split.
         logprob_dtype: dtype of the log-softmax (float32 unless you mean to mimic lm-eval's
             coarse half-precision log-probs).
         autocast_dtype: run the forward pass under ``torch.autocast`` with this dtype.
@@ -90,6 +93,7 @@ class HFScorer:
         max_batch_prompts: int | None = None,
         add_special_tokens: bool | None = None,
         prefix_token_id: int | None = None,
+        align_labels: bool = False,
         logprob_dtype: torch.dtype = torch.float32,
         autocast_dtype: torch.dtype | None = None,
         device: torch.device | str | None = None,
@@ -102,7 +106,8 @@ class HFScorer:
             raise ValueError(f"max_batch_prompts must be positive or None, got {max_batch_prompts}")
         self.model = model
         self.tokenizer = tokenizer
-        self.encoder = LabelEncoder(tokenizer, add_special_tokens=add_special_tokens, prefix_token_id=prefix_token_id)
+        self.encoder = LabelEncoder(tokenizer, add_special_tokens=add_special_tokens, prefix_token_id=prefix_token_id,
+                                    align_labels=align_labels)
         self.max_length = int(max_length) if max_length else _resolve_max_length(model.config, tokenizer)
         self.max_batch_tokens = int(max_batch_tokens)
         self.max_batch_prompts = max_batch_prompts
@@ -152,8 +157,11 @@ class HFScorer:
         for index, prompt in enumerate(prompts):
             if not isinstance(prompt, LabelPrompt):
                 raise TypeError(f"prompt #{index} must be a LabelPrompt, got {type(prompt).__name__}")
-        encoded = self.encoder.encode(prompts)
-        return self._score(encoded, [p.continuations for p in prompts], show_progress)
+        encoding = self.encoder.plan(prompts)
+        scores = encoding.finish(self._score(encoding.pairs, encoding.texts(), show_progress))
+        self.last_stats.seam_mismatches = len(encoding.mismatches)
+        self.last_stats.aligned_prompts = len(encoding.aligned)
+        return scores
 
     def score_tokens(self, prompts: Sequence[TokenPrompt], *, show_progress: bool = True) -> list[PromptScores]:
         """Score prompts already split into token ids (no special-token or whitespace handling)."""

@@ -171,6 +171,7 @@ class VLLMBackend:
         tokenizer: a transformers tokenizer (default: the engine's).
         add_special_tokens: lm-eval's ``add_bos_token``; ``None`` keeps the tokenizer's default.
         prefix_token_id: stands in for an empty context (default BOS, else EOS, as lm-eval).
+        align_labels: score labels that cross a token seam by token alignment (see ``HFScorer``).
         lora_request: a ``vllm.lora.request.LoRARequest`` used for every request.
         label_token_ids: read label tokens with ``logprob_token_ids`` (``None``: when the installed
             vLLM has it; ``False`` forces prompt log-probs for every token, for comparison).
@@ -187,6 +188,7 @@ class VLLMBackend:
         tokenizer: Any = None,
         add_special_tokens: bool | None = None,
         prefix_token_id: int | None = None,
+        align_labels: bool = False,
         lora_request: Any = None,
         label_token_ids: bool | None = None,
         multi_token: str = "auto",
@@ -197,7 +199,8 @@ class VLLMBackend:
         self.multi_token = multi_token
         self.llm = llm
         self.tokenizer = tokenizer if tokenizer is not None else llm.get_tokenizer()
-        self.encoder = LabelEncoder(self.tokenizer, add_special_tokens=add_special_tokens, prefix_token_id=prefix_token_id)
+        self.encoder = LabelEncoder(self.tokenizer, add_special_tokens=add_special_tokens, prefix_token_id=prefix_token_id,
+                                    align_labels=align_labels)
         self.lora_request = lora_request
         fields = sampling_params_fields()
         available = "logprob_token_ids" in fields
@@ -241,6 +244,7 @@ class VLLMBackend:
         max_lora_rank: int = 16,
         add_special_tokens: bool | None = None,
         prefix_token_id: int | None = None,
+        align_labels: bool = False,
         label_token_ids: bool | None = None,
         multi_token: str = "auto",
         reuse_prefix_cache: bool = True,
@@ -268,6 +272,7 @@ class VLLMBackend:
             llm,
             add_special_tokens=add_special_tokens,
             prefix_token_id=prefix_token_id,
+            align_labels=align_labels,
             lora_request=lora_request_for(lora_path),
             label_token_ids=label_token_ids,
             multi_token=multi_token,
@@ -281,8 +286,11 @@ class VLLMBackend:
         for index, prompt in enumerate(prompts):
             if not isinstance(prompt, LabelPrompt):
                 raise TypeError(f"prompt #{index} must be a LabelPrompt, got {type(prompt).__name__}")
-        encoded = self.encoder.encode(prompts)
-        return self._score(encoded, [p.continuations for p in prompts], show_progress)
+        encoding = self.encoder.plan(prompts)
+        scores = encoding.finish(self._score(encoding.pairs, encoding.texts(), show_progress))
+        self.last_stats.seam_mismatches = len(encoding.mismatches)
+        self.last_stats.aligned_prompts = len(encoding.aligned)
+        return scores
 
     def score_tokens(self, prompts: Sequence[TokenPrompt], *, show_progress: bool = True) -> list[PromptScores]:
         """Score prompts already split into token ids (no special-token or whitespace handling)."""

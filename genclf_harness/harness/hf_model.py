@@ -15,7 +15,11 @@ Model arguments beyond HFLM's:
   (default: automatic, see :class:`HFScorer`);
 - ``prefix_cache``: ``true``/``false``/``auto`` (default): reuse the KV cache of the head that
   contexts share (the step prompts of a ProcessBench solution, one long instruction before many
-  questions); ``auto`` turns it on on a CPU when it skips at least half of the context tokens.
+  questions); ``auto`` turns it on on a CPU when it skips at least half of the context tokens;
+- ``align_labels``: ``true`` scores a label that crosses a token seam (the context ends inside
+  the token the label starts, ``"Sentiment: pos" + "itive"``) by token alignment, as the label's
+  own text; ``false`` (default) keeps lm-eval's split and warns. Either way the manifest counts
+  such labels per task (``model.label_scoring``).
 
 ``batch_size=N`` bounds the documents (distinct contexts) per forward pass, within the token
 budget; ``batch_size=auto`` uses the token budget alone and halves it after an out-of-memory
@@ -35,8 +39,9 @@ from lm_eval.api.instance import Instance
 from lm_eval.models.huggingface import HFLM
 
 from genclf_harness.backends.default_model import resolve_pretrained
-from genclf_harness.backends.protocol import ContinuationScore, LabelPrompt
+from genclf_harness.backends.protocol import ContinuationScore
 from genclf_harness.backends.scorer import DEFAULT_MAX_BATCH_TOKENS, HFScorer
+from genclf_harness.harness.label_requests import SeamRecord, score_requests
 
 
 class GenclfHFLM(HFLM):
@@ -49,6 +54,7 @@ class GenclfHFLM(HFLM):
         max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
         packing: bool | None = None,
         prefix_cache: bool | str | None = None,
+        align_labels: bool = False,
         device: str | None = None,
         **kwargs: Any,
     ) -> None:
@@ -61,6 +67,7 @@ class GenclfHFLM(HFLM):
         self.max_batch_tokens = int(max_batch_tokens)
         self.packing = packing
         self.prefix_cache = None if isinstance(prefix_cache, str) else prefix_cache
+        self.seam_record = SeamRecord(align_labels=bool(align_labels))
         self._scorer: HFScorer | None = None
 
     @property
@@ -76,6 +83,7 @@ class GenclfHFLM(HFLM):
                 max_batch_prompts=None if isinstance(batch_size, str) else int(batch_size),
                 add_special_tokens=self.add_bos_token,
                 prefix_token_id=self.prefix_token_id,
+                align_labels=self.seam_record.align_labels,
                 logprob_dtype=self.softmax_dtype or torch.float32,
                 autocast_dtype=self.mixed_precision_dtype,
                 device=self.device,
@@ -92,19 +100,5 @@ class GenclfHFLM(HFLM):
 
     def label_scores(self, requests: list[Instance], disable_tqdm: bool = False) -> list[ContinuationScore]:
         """Full scores (per-token log-probs included) of ``loglikelihood`` requests, in request order."""
-        by_context: dict[str, dict[str, list[int]]] = {}
-        for index, request in enumerate(requests):
-            context, continuation = request.args
-            by_context.setdefault(context, {}).setdefault(continuation, []).append(index)
-
-        prompts = [LabelPrompt(context, tuple(choices)) for context, choices in by_context.items()]
-        scored = self.scorer.score(prompts, show_progress=not (disable_tqdm or self.rank != 0))
-
-        results: list[ContinuationScore | None] = [None] * len(requests)
-        for (context, choices), prompt_scores in zip(by_context.items(), scored, strict=True):
-            for (continuation, indices), score in zip(choices.items(), prompt_scores.continuations, strict=True):
-                # Same partial-cache entry as HFLM, so --use_cache files are interchangeable.
-                self.cache_hook.add_partial("loglikelihood", (context, continuation), (score.logprob, score.is_greedy))
-                for index in indices:
-                    results[index] = score
-        return results  # type: ignore[return-value]
+        return score_requests(self.scorer, requests, cache_hook=self.cache_hook,
+                              show_progress=not (disable_tqdm or self.rank != 0), record=self.seam_record)

@@ -57,6 +57,9 @@ def model_manifest(lm: Any) -> dict[str, Any]:
     revision = getattr(lm, "revision", None)
     if revision is not None:
         info["revision"] = revision
+    seams = getattr(lm, "seam_record", None)
+    if seams is not None:
+        info["label_scoring"] = seams.manifest()
     peft = getattr(lm, "peft", None)
     if peft:
         info["peft"] = str(peft)

