@@ -239,3 +239,16 @@ def test_a_backed_off_text_spelt_over_two_steps_is_constrained_at_both():
     first = values[plan.labels[0].steps[0][0]] - math.log(sum(math.exp(v) for v in group))
     assert folded.token_logprobs == pytest.approx((first, 0.0, -1.0, -2.0))
     assert pairs[-1] == ((1, 2, 3), (6, 7))  # the rest of the label after "a x y"
+
+
+def test_bench_seams_counts_the_variants(tokenizer):
+    from genclf_harness.cli.bench_seams import VARIANTS, count
+
+    encoder = LabelEncoder(tokenizer)
+    context, labels = "Sentence: a fine day.\nThis sentence is", (" subjective", " objective")
+    tallies = {name: count(encoder, make(context, labels)) for name, make in VARIANTS.items()}
+    assert tallies["shipped"] == (2, 0, 0) and tallies["trailing space"] == (2, 0, 0)
+    assert tallies["no space"][1] >= 1  # "is" + "objective" merges across the seam
+    assert tallies["mid-word"] == (2, 2, 2)  # "is s" + "ubjective": no label token left
+    assert tallies["mid-word"] == count(encoder, [LabelPrompt(context + " s", ("ubjective",)),
+                                                  LabelPrompt(context + " o", ("bjective",))])

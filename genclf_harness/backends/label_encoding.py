@@ -132,18 +132,19 @@ class LabelEncoder:
     def encode(self, prompts: Sequence[LabelPrompt]) -> list[list[EncodedPair]]:
         """One list of (context ids, continuation ids) per prompt, one pair per continuation
         (lm-eval's split; seam mismatches are logged, see :meth:`plan`)."""
-        encoding = self._split(prompts, align=False)
+        encoding = self.split(prompts, align=False)
         _log_mismatches(encoding.mismatches, aligned=False)
         return encoding.pairs
 
     def plan(self, prompts: Sequence[LabelPrompt]) -> Encoding:
         """What to score for these prompts: lm-eval's split, or token-aligned pairs where a label
         crosses a token seam and ``align_labels`` is on. Mismatches are logged and counted."""
-        encoding = self._split(prompts, align=self.align_labels)
+        encoding = self.split(prompts, align=self.align_labels)
         _log_mismatches(encoding.mismatches, aligned=self.align_labels)
         return encoding
 
-    def _split(self, prompts: Sequence[LabelPrompt], *, align: bool) -> Encoding:
+    def split(self, prompts: Sequence[LabelPrompt], *, align: bool = False) -> Encoding:
+        """The encoding of :meth:`plan`, without logging the mismatches (for counting them)."""
         plain: dict[str, None] = {}  # texts tokenised with the default special-token rule
         bare: dict[str, None] = {}  # texts tokenised without special tokens
         layout: list[list[tuple[str, str, bool]]] = []

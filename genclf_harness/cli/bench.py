@@ -30,6 +30,8 @@ def _known() -> None:
                         "GenCLS++ prompt strategies x decoding: accuracy and macro-F1")
     register_subcommand("train", "genclf_harness.cli.bench_train",
                         "zero-shot (raw, calibrated) -> SFT -> SFT+GRPO accuracy and time per stage")
+    register_subcommand("seams", "genclf_harness.cli.bench_seams",
+                        "how often lm-eval's context/continuation split crosses a token seam, per task and template")
     register_subcommand("bon", "genclf_harness.cli.bench_bon",
                         "best-of-N with a trained generative verifier vs first sample, majority, pass@N")
 
