@@ -117,6 +117,20 @@ def test_calibration_lifts_macro_f1_on_a_biased_task(tmp_path: Path) -> None:
     # fitted on other documents, the offsets still remove most of the label bias
     assert sst2["f1_macro_prior_ind,none"] > sst2["f1_macro,none"]
 
+    # Error bars (lm-eval's default --bootstrap_iters): lm-eval's own for acc (a mean), and for the
+    # genclf metrics a plain bootstrap over the documents in id order, 1,000 resamples for a
+    # raw metric and 100 that each refit the calibration for a calibrated one.
+    order = np.argsort([s["doc"]["id"] for s in samples], kind="stable")  # the items' ids
+    lls, gold = lls[order], gold[order]
+    correct = (lls.argmax(axis=1) == gold).astype(float)
+    assert sst2["acc_stderr,none"] == pytest.approx(np.std(correct, ddof=1) / np.sqrt(120), rel=1e-9)
+    indices = np.random.default_rng(1234).integers(0, 120, size=(1000, 120))
+    raw_f1 = [calibration.macro_f1(calibration.normalize(lls[i]), gold[i]) for i in indices]
+    assert sst2["f1_macro_stderr,none"] == pytest.approx(np.std(raw_f1, ddof=1), rel=1e-9)
+    refit = [np.mean(calibration.fit("prior", lls[i]).apply(lls[i]).argmax(axis=1) == gold[i]) for i in indices[:100]]
+    assert sst2["acc_prior_stderr,none"] == pytest.approx(np.std(refit, ddof=1), rel=1e-9)
+    assert all(isinstance(sst2[key], float) for key in sst2 if key.endswith("_stderr,none"))
+
 
 @pytest.mark.slow
 def test_data_parallel_ranks_under_accelerate_launch(tmp_path: Path, default_model_dir: Path) -> None:

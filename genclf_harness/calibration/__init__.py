@@ -19,6 +19,14 @@ from genclf_harness.calibration.baselines import (
     fit_domain_pmi,
     fit_pmi,
 )
+from genclf_harness.calibration.bootstrap import (
+    DEFAULT_SEED,
+    bootstrap_stderr,
+    bootstrap_values,
+    mean_stderr,
+    paired_bootstrap,
+    resample_indices,
+)
 from genclf_harness.calibration.core import (
     Calibration,
     ConvergenceError,
@@ -42,6 +50,7 @@ from genclf_harness.calibration.prior_matching import fit_prior_em, fit_prior_ma
 from genclf_harness.calibration.registry import METHOD_INPUTS, METHODS, FitFunction, fit
 
 __all__ = [
+    "DEFAULT_SEED",
     "METHODS",
     "METHOD_INPUTS",
     "Calibration",
@@ -51,6 +60,8 @@ __all__ = [
     "FitSource",
     "ParamValue",
     "accuracy",
+    "bootstrap_stderr",
+    "bootstrap_values",
     "brier_score",
     "classification_report",
     "estimate_prior_em",
@@ -64,8 +75,11 @@ __all__ = [
     "fit_prior_matching",
     "macro_f1",
     "majority_share",
+    "mean_stderr",
     "negative_log_likelihood",
     "normalize",
     "oracle_accuracy",
     "oracle_offsets",
+    "paired_bootstrap",
+    "resample_indices",
 ]
