@@ -312,13 +312,15 @@ def test_side_inputs_with_the_wrong_shape_are_refused():
 
 
 def test_registry_names_every_method_and_fit_dispatches():
-    assert set(METHODS) == {"prior", "prior_em", "bc", "cc", "dcpmi", "pmi"}
+    assert set(METHODS) == {"prior", "prior_em", "bc", "cc", "dcpmi", "pmi", "bcts_em", "bbse"}
     assert set(METHOD_INPUTS) == set(METHODS)
     scores = _biased_scores(100, 3, seed=10)
     side_inputs = {
         "content_free_logprobs": _biased_scores(3, 3, seed=11),
         "domain_logprobs": np.array([-1.0, -2.0, -3.0]),
         "unconditional_logprobs": np.array([-4.0, -2.0, -3.0]),
+        "labelled_logprobs": _biased_scores(30, 3, seed=12),
+        "labelled_labels": np.arange(30) % 3,
     }
     for name in METHODS:
         extra = {key: side_inputs[key] for key in METHOD_INPUTS[name]}

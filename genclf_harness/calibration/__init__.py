@@ -10,7 +10,9 @@ applies them to others (see `core`)::
 
 Methods (`METHODS`): "prior" (prior matching), "prior_em" (prior matching to an EM-estimated
 prior), "bc" (batch calibration), "cc" (contextual calibration), "dcpmi" (domain-conditional
-PMI), "pmi" (unconditional PMI, lm-eval's acc_mutual_info).
+PMI), "pmi" (unconditional PMI, lm-eval's acc_mutual_info); with labelled calibration documents,
+"bcts_em" (bias-corrected temperature scaling, then EM label-shift estimation) and "bbse"
+(prior matching to the black-box shift estimate).
 """
 
 from genclf_harness.calibration.baselines import (
@@ -45,8 +47,8 @@ from genclf_harness.calibration.metrics import (
     negative_log_likelihood,
 )
 from genclf_harness.calibration.oracle import oracle_accuracy, oracle_offsets
-from genclf_harness.calibration.label_shift import estimate_prior_em
-from genclf_harness.calibration.prior_matching import fit_prior_em, fit_prior_matching
+from genclf_harness.calibration.label_shift import estimate_prior_bbse, estimate_prior_em, fit_bcts, fit_bcts_em
+from genclf_harness.calibration.prior_matching import fit_bbse, fit_prior_em, fit_prior_matching
 from genclf_harness.calibration.registry import METHOD_INPUTS, METHODS, FitFunction, fit
 
 __all__ = [
@@ -64,10 +66,14 @@ __all__ = [
     "bootstrap_values",
     "brier_score",
     "classification_report",
+    "estimate_prior_bbse",
     "estimate_prior_em",
     "expected_calibration_error",
     "fit",
     "fit_batch_calibration",
+    "fit_bbse",
+    "fit_bcts",
+    "fit_bcts_em",
     "fit_contextual_calibration",
     "fit_domain_pmi",
     "fit_pmi",

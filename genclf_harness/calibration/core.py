@@ -78,10 +78,11 @@ class FitInfo:
 
 @dataclass(frozen=True, eq=False)
 class Calibration:
-    """A fitted calibration: per-class log-offsets ``b`` applied as ``log_softmax(s + b)``.
+    """A fitted calibration: per-class log-offsets ``b`` applied as ``log_softmax(s / T + b)``.
 
     Build one with a ``fit_*`` function or `genclf_harness.calibration.fit`; ``offsets`` is a
-    read-only (K,) array with mean zero.
+    read-only (K,) array with mean zero; ``temperature`` ``T`` is 1 for every method but the
+    label-shift ones, which start from bias-corrected temperature scaling.
     """
 
     method: str
@@ -92,8 +93,13 @@ class Calibration:
     """What the offsets were fitted on."""
     params: Mapping[str, ParamValue] = field(default_factory=dict)
     """Method parameters (e.g. the target prior) and fit diagnostics (iterations, residual)."""
+    temperature: float = 1.0
+    """``T`` > 0: the normalised scores are divided by it before the offsets are added."""
 
     def __post_init__(self) -> None:
+        if not (np.isfinite(self.temperature) and self.temperature > 0):
+            raise ValueError(f"calibration {self.method!r}: temperature must be a positive number, "
+                             f"got {self.temperature}")
         offsets = as_scores(self.offsets, f"offsets of calibration {self.method!r}", ndim=1)
         if offsets.shape[0] != self.fitted_on.num_classes:
             raise ValueError(
@@ -123,6 +129,8 @@ class Calibration:
                 f"logprobs has {scores.shape[-1]} classes but calibration {self.method!r} "
                 f"was fitted on {self.num_classes}"
             )
+        if self.temperature != 1.0:
+            scores = log_softmax(scores) / self.temperature
         return log_softmax(scores + self.offsets)
 
     def to_dict(self) -> dict[str, Any]:
@@ -130,6 +138,7 @@ class Calibration:
         return {
             "method": self.method,
             "offsets": [float(x) for x in self.offsets],
+            "temperature": float(self.temperature),
             "fitted_on": self.fitted_on.to_dict(),
             "params": {key: _jsonable(value) for key, value in self.params.items()},
         }
@@ -149,6 +158,7 @@ class Calibration:
             offsets=np.asarray(data["offsets"], dtype=np.float64),
             fitted_on=FitInfo(**data["fitted_on"]),
             params=params,
+            temperature=float(data.get("temperature", 1.0)),
         )
 
 

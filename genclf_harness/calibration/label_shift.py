@@ -1,4 +1,4 @@
-"""Estimating the class prior of unlabelled documents (label shift), for "prior_em"."""
+"""Label shift: the class prior of unlabelled documents estimated (EM, BBSE) and adapted to (BCTS + EM)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from genclf_harness.calibration._arrays import (
     check_budget,
     log_softmax,
 )
-from genclf_harness.calibration.core import ConvergenceError
+from genclf_harness.calibration.core import Calibration, ConvergenceError, FitInfo, as_param
 
 
 def estimate_prior_em(
@@ -127,3 +127,129 @@ def _squarem(em: _EMMap, prior: FloatArray, once: FloatArray, likelihood: float)
     if extrapolated_likelihood < likelihood:
         return twice
     return stabilised
+
+
+def _labelled(logprobs: npt.ArrayLike, labels: npt.ArrayLike, what: str) -> tuple[FloatArray, np.ndarray, FloatArray]:
+    """(normalised scores, labels, label frequencies) of labelled calibration documents."""
+    scores = log_softmax(as_scores(logprobs, what))
+    gold = np.asarray(labels)
+    if gold.shape != (scores.shape[0],) or not np.issubdtype(gold.dtype, np.integer):
+        raise ValueError(f"{what}: need one integer label per row ({scores.shape[0]}), got shape {gold.shape}")
+    if gold.size and (gold.min() < 0 or gold.max() >= scores.shape[1]):
+        raise ValueError(f"{what}: labels must lie in 0..{scores.shape[1] - 1}")
+    counts = np.bincount(gold, minlength=scores.shape[1]).astype(np.float64)
+    absent = [int(k) for k in np.flatnonzero(counts == 0)]
+    if absent:
+        raise ValueError(f"{what}: label(s) {absent} have no labelled document; the source prior needs every label")
+    return scores, gold, counts / counts.sum()
+
+
+def fit_bcts(
+    logprobs: npt.ArrayLike, labels: npt.ArrayLike, *, tol: float = 1e-10, max_iter: int = 100
+) -> tuple[float, FloatArray, int]:
+    """Bias-corrected temperature scaling on labelled documents: ``(T, b, steps)``.
+
+    Source: Alexandari, Kundaje & Shrikumar (2020), "Maximum Likelihood with Bias-Corrected
+    Calibration is Hard-To-Beat at Label Shift Adaptation" (BCTS). Calibrated
+    ``log q(k|x) = log_softmax(a s(x) + b)_k`` with ``a = 1/T``; ``(a, b)`` minimise the mean
+    negative log-likelihood of the labels, a convex problem (multinomial logistic regression on
+    the features ``(s_k, e_k)``), solved by Newton's method with a backtracking line search.
+    ``b`` is returned centred (its common shift changes nothing).
+    """
+    scores, gold, _ = _labelled(logprobs, labels, "BCTS documents")
+    check_budget(tol, max_iter, "tol", "max_iter")
+    n, k = scores.shape
+    theta = np.concatenate([[1.0], np.zeros(k)])
+
+    def loss_and_parts(theta: FloatArray) -> tuple[float, FloatArray, FloatArray]:
+        logits = theta[0] * scores + theta[1:]
+        logq = log_softmax(logits)
+        return float(-logq[np.arange(n), gold].mean()), logq, logits
+
+    loss, logq, _ = loss_and_parts(theta)
+    for step in range(1, max_iter + 1):
+        q = np.exp(logq)
+        # features f_nk = (s_nk, e_k): gradient E[f_q] - f_y, Hessian Cov_q(f) averaged over documents
+        mean_s = (q * scores).sum(axis=1)
+        grad = np.concatenate([[np.mean(mean_s - scores[np.arange(n), gold])], q.mean(axis=0) - np.bincount(gold, minlength=k) / n])
+        h_aa = np.mean((q * scores**2).sum(axis=1) - mean_s**2)
+        h_ab = (q * scores).mean(axis=0) - (q * mean_s[:, None]).mean(axis=0)
+        h_bb = np.diag(q.mean(axis=0)) - (q.T @ q) / n
+        hessian = np.block([[np.array([[h_aa]]), h_ab[None, :]], [h_ab[:, None], h_bb]])
+        direction = -np.linalg.lstsq(hessian + 1e-12 * np.eye(k + 1), grad, rcond=None)[0]
+        size = 1.0
+        while size > 1e-10:
+            candidate = theta + size * direction
+            if candidate[0] > 0:
+                new_loss, new_logq, _ = loss_and_parts(candidate)
+                if new_loss <= loss + 1e-4 * size * float(grad @ direction):
+                    break
+            size /= 2
+        else:
+            return 1.0 / theta[0], theta[1:] - theta[1:].mean(), step
+        converged = loss - new_loss <= tol
+        theta, loss, logq = candidate, new_loss, new_logq
+        if converged:
+            return 1.0 / theta[0], theta[1:] - theta[1:].mean(), step
+    raise ConvergenceError(f"BCTS did not converge in {max_iter} Newton steps")
+
+
+def fit_bcts_em(
+    logprobs: npt.ArrayLike,
+    *,
+    labelled_logprobs: npt.ArrayLike,
+    labelled_labels: npt.ArrayLike,
+    split: str | None = None,
+) -> Calibration:
+    """Label-shift adaptation by BCTS, then EM: the evaluated documents' prior estimated without their labels.
+
+    Source: Alexandari, Kundaje & Shrikumar (2020). (1) BCTS (:func:`fit_bcts`) on the labelled
+    documents makes the model's posteriors calibrated for their label distribution ``pi_s`` (the
+    labels' frequencies); (2) the Saerens EM (:func:`estimate_prior_em`) on the evaluated
+    documents' BCTS posteriors, started at ``pi_s``, estimates their prior ``pi_t``; (3) the
+    posteriors are re-weighted: ``log q(k|x) = log_softmax(s(x)/T + b + log pi_t - log pi_s)``.
+    Without (1) EM starts from the model's own bias and moves the predictions towards it.
+    """
+
+    temperature, bias, steps = fit_bcts(labelled_logprobs, labelled_labels)
+    _, _, source = _labelled(labelled_logprobs, labelled_labels, "BCTS documents")
+    scores = log_softmax(as_scores(logprobs, "logprobs"))
+    calibrated = log_softmax(scores / temperature + bias)
+    target, em_steps = estimate_prior_em(calibrated, training_prior=source)
+    return Calibration(
+        method="bcts_em",
+        offsets=bias + np.log(target) - np.log(source),
+        temperature=float(temperature),
+        fitted_on=FitInfo(source="documents", num_rows=scores.shape[0], num_classes=scores.shape[1], split=split),
+        params={"temperature": float(temperature), "bias": as_param(bias - bias.mean()),
+                "source_prior": as_param(source), "estimated_prior": as_param(target),
+                "bcts_steps": steps, "em_steps": em_steps,
+                "labelled_documents": int(np.asarray(labelled_labels).shape[0])},
+    )
+
+
+def estimate_prior_bbse(
+    logprobs: npt.ArrayLike, *, labelled_logprobs: npt.ArrayLike, labelled_labels: npt.ArrayLike
+) -> tuple[FloatArray, FloatArray]:
+    """Black-box shift estimation: ``(estimated prior pi_t, importance weights w)``.
+
+    Source: Lipton, Wang & Smola (2018), "Detecting and Correcting for Label Shift with Black Box
+    Predictors". With the hard predictions ``ŷ = argmax s``, the joint confusion matrix on the
+    labelled documents ``C_ij = P_s(ŷ = i, y = j)`` and the evaluated documents' prediction rates
+    ``μ_i = P_t(ŷ = i)``, label shift gives ``μ = C w`` with ``w_j = pi_t(j) / pi_s(j)``; ``w`` is the
+    least-squares solution, clipped at 0, and ``pi_t = w ⊙ pi_s`` renormalised.
+    """
+    lab_scores, gold, source = _labelled(labelled_logprobs, labelled_labels, "BBSE documents")
+    scores = as_scores(logprobs, "logprobs")
+    k = scores.shape[1]
+    if lab_scores.shape[1] != k:
+        raise ValueError(f"BBSE: the labelled documents have {lab_scores.shape[1]} classes, the evaluated {k}")
+    confusion = np.zeros((k, k))
+    np.add.at(confusion, (lab_scores.argmax(axis=1), gold), 1.0)
+    confusion /= len(gold)
+    rates = np.bincount(scores.argmax(axis=1), minlength=k) / scores.shape[0]
+    weights = np.maximum(np.linalg.lstsq(confusion, rates, rcond=None)[0], 0.0)
+    if not weights.any():
+        raise ValueError("BBSE: the estimated importance weights are all zero (the confusion matrix is degenerate)")
+    prior = weights * source
+    return prior / prior.sum(), weights

@@ -28,7 +28,7 @@ from genclf_harness.calibration._arrays import (
     logsumexp,
 )
 from genclf_harness.calibration.core import Calibration, ConvergenceError, FitInfo, as_param
-from genclf_harness.calibration.label_shift import estimate_prior_em
+from genclf_harness.calibration.label_shift import estimate_prior_bbse, estimate_prior_em
 
 DEFAULT_TOLERANCE = 1e-6
 _NEWTON_ZONE = 0.5
@@ -153,6 +153,37 @@ def fit_prior_em(
             "iterations": solution.iterations,
             "max_marginal_error": solution.max_error,
         },
+    )
+
+
+def fit_bbse(
+    logprobs: npt.ArrayLike,
+    *,
+    labelled_logprobs: npt.ArrayLike,
+    labelled_labels: npt.ArrayLike,
+    tol: float = DEFAULT_TOLERANCE,
+    max_iter: int = 1000,
+    split: str | None = None,
+) -> Calibration:
+    """Prior matching towards the prior that black-box shift estimation gives (the baseline of BCTS+EM).
+
+    `estimate_prior_bbse` (Lipton, Wang & Smola 2018) estimates the evaluated documents' prior from
+    the model's confusion matrix on labelled documents and its prediction rates on the evaluated
+    ones; the offsets then match that prior as `fit_prior_matching` does (Liusie et al. 2023).
+    """
+    scores = as_scores(logprobs, "logprobs")
+    estimated, weights = estimate_prior_bbse(scores, labelled_logprobs=labelled_logprobs,
+                                             labelled_labels=labelled_labels)
+    floored = np.maximum(estimated, 1e-6)
+    floored /= floored.sum()
+    solution = _solve_prior_offsets(scores, floored, tol=tol, max_iter=max_iter)
+    return Calibration(
+        method="bbse",
+        offsets=solution.offsets,
+        fitted_on=FitInfo("documents", scores.shape[0], scores.shape[1], split),
+        params={"estimated_prior": as_param(estimated), "importance_weights": as_param(weights),
+                "labelled_documents": int(np.asarray(labelled_labels).shape[0]),
+                "iterations": solution.iterations, "max_marginal_error": solution.max_error},
     )
 
 

@@ -17,7 +17,8 @@ from genclf_harness.calibration.baselines import (
     fit_pmi,
 )
 from genclf_harness.calibration.core import Calibration
-from genclf_harness.calibration.prior_matching import fit_prior_em, fit_prior_matching
+from genclf_harness.calibration.label_shift import fit_bcts_em
+from genclf_harness.calibration.prior_matching import fit_bbse, fit_prior_em, fit_prior_matching
 
 FitFunction = Callable[..., Calibration]
 """``fit_fn(logprobs, **extra) -> Calibration`` with ``logprobs`` the (N, K) document scores."""
@@ -30,6 +31,8 @@ METHODS: Mapping[str, FitFunction] = MappingProxyType(
         "cc": fit_contextual_calibration,
         "dcpmi": fit_domain_pmi,
         "pmi": fit_pmi,
+        "bcts_em": fit_bcts_em,
+        "bbse": fit_bbse,
     }
 )
 """Every calibration method by its short name (the suffix of its metric names, e.g. ``acc_bc``)."""
@@ -42,6 +45,8 @@ METHOD_INPUTS: Mapping[str, tuple[str, ...]] = MappingProxyType(
         "cc": ("content_free_logprobs",),
         "dcpmi": ("domain_logprobs",),
         "pmi": ("unconditional_logprobs",),
+        "bcts_em": ("labelled_logprobs", "labelled_labels"),
+        "bbse": ("labelled_logprobs", "labelled_labels"),
     }
 )
 """The side inputs each method needs besides the document scores, as keyword names of `fit`."""

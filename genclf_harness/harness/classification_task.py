@@ -33,7 +33,15 @@ from lm_eval.api.instance import Instance
 from lm_eval.api.task import ConfigurableTask
 
 from genclf_harness.data import DataError, get_spec
-from genclf_harness.harness.metrics import ANCHOR_SECTIONS, CONTENT_FREE_INPUTS, INDUCTIVE_SECTION, make_item
+from genclf_harness.harness.metrics import (
+    ANCHOR_SECTIONS,
+    CONTENT_FREE_INPUTS,
+    INDUCTIVE_LABELS,
+    INDUCTIVE_SECTION,
+    LABELLED_METHODS,
+    TRAIN_PRIOR_KEY,
+    make_item,
+)
 from genclf_harness.data.specs import DatasetSpec
 from genclf_harness.prompts import render_input
 
@@ -115,6 +123,8 @@ class GenclfClassificationTask(ConfigurableTask):
         super().__init__(config=config, **kwargs)
         self._anchor_built = False
         self._inductive = False
+        self._train_counts: list[int] | None = None
+        self._inductive_labels: list[int] = []
         self._metrics_overridden = False
 
     def override_metric(self, metric_name: str) -> None:
@@ -126,6 +136,7 @@ class GenclfClassificationTask(ConfigurableTask):
     def build_all_requests(self, *args: Any, **kwargs: Any) -> None:
         self._anchor_built = False
         self._check_fewshot_pool()
+        self._train_counts = self._training_label_counts()
         super().build_all_requests(*args, **kwargs)
 
     def _check_fewshot_pool(self) -> None:
@@ -169,12 +180,21 @@ class GenclfClassificationTask(ConfigurableTask):
             swap(render_input(spec, {name: text for name in spec.input_fields}))
             for text in CONTENT_FREE_INPUTS
         ]
-        inductive = [swap(self.doc_to_text(other)) for other in self._inductive_docs()]
+        docs = self._inductive_docs()
+        inductive = [swap(self.doc_to_text(other)) for other in docs]
         self._inductive = bool(inductive)
+        # read only by the label-shift methods (bcts_em, bbse), which need labelled documents
+        self._inductive_labels = [int(self.doc_to_target(other)) for other in docs]
+        absent = sorted(set(range(len(spec.labels))) - set(self._inductive_labels))
+        if docs and absent and any(name.endswith(LABELLED_METHODS) for name in self._metric_fn_list):
+            logger.warning("%s: label(s) %s have none of the %d inductive documents; the label-shift metrics "
+                           "(*_bcts_em, *_bbse) are left out (raise the task metadata inductive_docs)",
+                           self.config.task, ", ".join(repr(spec.labels[k]) for k in absent), len(docs))
         return [*content_free, swap(_answer_cue(spec)), "", *inductive]
 
     def _inductive_docs(self) -> list[dict]:
-        """A seeded sample of the training split's documents (their labels are never read)."""
+        """A seeded sample of the training split's documents (their labels are read by the
+        label-shift methods only)."""
         metadata = self.config.metadata if isinstance(self.config.metadata, dict) else {}
         raw = metadata.get("inductive_docs", DEFAULT_INDUCTIVE_DOCS)
         try:
@@ -183,7 +203,7 @@ class GenclfClassificationTask(ConfigurableTask):
             raise ValueError(f"{self.config.task}: metadata inductive_docs must be a whole number, not {raw!r}") from None
         if wanted < 0:
             raise ValueError(f"{self.config.task}: metadata inductive_docs must be >= 0, not {wanted}")
-        if wanted == 0 or not any(name.endswith("_ind") for name in self._metric_fn_list):
+        if wanted == 0 or not any(name.endswith(("_ind", *LABELLED_METHODS)) for name in self._metric_fn_list):
             return []  # none asked for: the *_ind metrics are left out of the results, nothing is scored
         if not self.has_training_docs() or self.config.training_split == self.config.test_split:
             logger.warning("%s: no training split apart from the evaluated one; the inductive (*_ind) metrics "
@@ -192,6 +212,34 @@ class GenclfClassificationTask(ConfigurableTask):
         docs = self.training_docs()
         chosen = sorted(random.Random(INDUCTIVE_SEED).sample(range(len(docs)), min(wanted, len(docs))))
         return [docs[i] for i in chosen]
+
+    def _training_label_counts(self) -> list[int] | None:
+        """Label counts of the training split (a labelled split apart from the evaluated one), for
+        prior matching to its distribution; ``None`` (those metrics left out, with the reason logged)
+        when there is no such split or a label has no row in it."""
+        if not any("_prior_train" in name for name in self._metric_fn_list):
+            return None
+        if not self.has_training_docs() or self.config.training_split == self.config.test_split:
+            logger.warning("%s: no training split apart from the evaluated one; the *_prior_train metrics are "
+                           "left out", self.config.task)
+            return None
+        counts = [0] * len(self.genclf_spec.labels)
+        for doc in self.training_docs():
+            counts[int(self.doc_to_target(doc))] += 1
+        missing = [label for label, count in zip(self.genclf_spec.labels, counts, strict=True) if count == 0]
+        if missing:
+            logger.warning("%s: label(s) %s have no row in the training split %r; the *_prior_train metrics "
+                           "are left out (a prior with a zero cannot be matched)", self.config.task,
+                           ", ".join(map(repr, missing)), self.config.training_split)
+            return None
+        return counts
+
+    def _wanted(self, name: str) -> bool:
+        if "_prior_train" in name and self._train_counts is None:
+            return False
+        if name.endswith(LABELLED_METHODS):
+            return self._inductive and len(set(self._inductive_labels)) == len(self.genclf_spec.labels)
+        return self._inductive or not name.endswith("_ind")
 
     def _process_document(self, doc: dict, results: list[tuple[float, bool]]) -> dict[str, Any]:
         num_choices = len(self.doc_to_choice(doc))
@@ -204,9 +252,12 @@ class GenclfClassificationTask(ConfigurableTask):
                 anchor[name] = [[next(sections) for _ in range(num_choices)] for _ in range(rows)]
             rest = list(sections)  # the inductive documents' rows, however many were built
             anchor[INDUCTIVE_SECTION] = [rest[i:i + num_choices] for i in range(0, len(rest), num_choices)]
+            anchor[INDUCTIVE_LABELS] = list(self._inductive_labels)
+            if self._train_counts is not None:
+                anchor[TRAIN_PRIOR_KEY] = list(self._train_counts)
         item = make_item(doc_id=doc.get("id"), gold=int(self.doc_to_target(doc)), lls=lls[:num_choices], anchor=anchor)
         return {name: (item.correct if name == "acc" else item) for name in self._metric_fn_list
-                if self._inductive or not name.endswith("_ind")}
+                if self._wanted(name)}
 
 
 DEFAULT_INDUCTIVE_DOCS = 100

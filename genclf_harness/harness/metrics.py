@@ -12,7 +12,11 @@ of every rank. Metric names read ``<metric>[_<method>]``:
 Fitted methods are transductive (fitted on the evaluated documents' scores, no labels) and,
 with the suffix ``_ind``, inductive: ``prior_ind``, ``prior_em_ind``, ``bc_ind`` are fitted on the
 scores of unlabelled training-split documents that the anchor carries (task metadata
-``inductive_docs``) and applied to the evaluated documents.
+``inductive_docs``) and applied to the evaluated documents. ``prior_train`` and
+``prior_train_ind`` match the training split's label distribution instead of a uniform one (the
+anchor carries that split's label counts; a label with no training row leaves them out).
+``bcts_em`` and ``bbse`` estimate the evaluated documents' label prior without their labels, from
+the inductive documents and their labels (the calibration's label-shift methods).
 A YAML names an aggregation as ``!function genclf_harness.harness.metrics.<metric name>``; the
 functions are made on demand by the module's ``__getattr__``.
 """
@@ -50,7 +54,19 @@ _METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
 _DOCUMENT_FITTED = ("prior", "prior_em", "bc")
 _SIDE_INPUT = {"cc": "content_free_logprobs", "dcpmi": "domain_logprobs", "pmi": "unconditional_logprobs"}
 _INDUCTIVE = tuple(f"{method}_ind" for method in _DOCUMENT_FITTED)
-METHOD_NAMES: tuple[str, ...] = (*_DOCUMENT_FITTED, *_INDUCTIVE, *_SIDE_INPUT, "oracle")
+TRAIN_PRIOR_METHODS = ("prior_train", "prior_train_ind")
+"""Prior matching to the training split's label distribution (known: that split is labelled),
+fitted on the evaluated documents or, ``_ind``, on the inductive training documents."""
+LABELLED_METHODS = ("bcts_em", "bbse")
+"""Label-shift methods fitted with labelled calibration documents (the inductive training documents
+and their labels) and the evaluated documents' scores."""
+INDUCTIVE_LABELS = "inductive_labels"
+"""The anchor's entry with the inductive documents' labels (for the label-shift methods)."""
+TRAIN_PRIOR_KEY = "train_label_counts"
+"""The anchor's entry with the training split's label counts (absent: the methods are left out)."""
+METHOD_NAMES: tuple[str, ...] = (*_DOCUMENT_FITTED, *_INDUCTIVE, *TRAIN_PRIOR_METHODS, *LABELLED_METHODS,
+                                  *_SIDE_INPUT, "oracle")
+_USES_INDUCTIVE = (*_INDUCTIVE, "prior_train_ind", *LABELLED_METHODS)
 
 FITTED: dict[str, dict[str, dict[str, Any]]] = {}
 """task -> method -> the fitted calibration (``to_dict()``), filled by the aggregations, read by
@@ -123,19 +139,41 @@ def _calibrate(scores: np.ndarray, method: str | None, anchor: dict[str, Any] | 
                gold: np.ndarray | None = None, inductive: np.ndarray | None = None) -> tuple[np.ndarray, Any]:
     """(calibrated log-probs, the fitted calibration or ``None``) of a score matrix under ``method``.
 
-    ``inductive`` replaces the anchor's inductive rows (a bootstrap resamples them); ``gold`` is
-    needed by ``oracle`` only.
+    ``inductive`` picks rows of the anchor's inductive documents (and labels) by index (a
+    bootstrap resamples them); ``gold`` is needed by ``oracle`` only.
     """
+    if method in _USES_INDUCTIVE:
+        every = _inductive_rows(method, anchor)
+        picked = np.arange(len(every)) if inductive is None else inductive
+        rows = every[picked]
+    if method in LABELLED_METHODS:
+        labels = np.asarray((anchor or {}).get(INDUCTIVE_LABELS) or [], dtype=np.int64)
+        if labels.shape != (len(every),):
+            raise ValueError(f"calibration {method!r} needs the inductive documents' labels, and the anchor has "
+                             f"{labels.size} for {len(every)} documents")
+        fitted = cal.fit(method, scores, labelled_logprobs=rows, labelled_labels=labels[picked],
+                         split=f"evaluated documents; labelled: {len(rows)} training documents")
+        return fitted.apply(scores), fitted
     if method is None:
         return cal.normalize(scores), None
     if method == "oracle":
         if gold is None:
             raise ValueError("the oracle calibration needs the gold labels")
         return cal.normalize(scores + cal.oracle_offsets(scores, gold)), None
-    if method in _DOCUMENT_FITTED:
+    if method in TRAIN_PRIOR_METHODS:
+        counts = np.asarray((anchor or {}).get(TRAIN_PRIOR_KEY) or [], dtype=np.float64)
+        if counts.size != scores.shape[1] or (counts <= 0).any():
+            raise ValueError(f"calibration {method!r} needs the training split's label counts, one positive count "
+                             f"per label; got {counts.tolist()}")
+        if method == "prior_train":
+            rows, where = scores, "evaluated documents"
+        else:
+            where = f"inductive: {len(rows)} training documents"
+        fitted = cal.fit("prior", rows, target_prior=counts / counts.sum(),
+                         split=f"{where}; target: training-split label counts {counts.astype(int).tolist()}")
+    elif method in _DOCUMENT_FITTED:
         fitted = cal.fit(method, scores, split="evaluated documents")
     elif method in _INDUCTIVE:
-        rows = _inductive_rows(method, anchor) if inductive is None else inductive
         fitted = cal.fit(method.removesuffix("_ind"), rows, split=f"inductive: {len(rows)} training documents")
     else:
         if anchor is None:
@@ -165,11 +203,11 @@ def bootstrap_stderr(name: str, items: Sequence[ScoreItem], iters: int) -> float
     scores, gold, anchor = _arrays(_by_doc_id(items))
     if method is None and metric == "acc":  # fixed predictions: the vectorised mean
         return cal.mean_stderr((scores.argmax(axis=1) == gold).astype(np.float64), iters)
-    rows = _inductive_rows(method, anchor) if method in _INDUCTIVE else None
+    rows = len(_inductive_rows(method, anchor)) if method in _USES_INDUCTIVE else 0
     draw = np.random.default_rng(cal.DEFAULT_SEED + 1)
 
     def statistic(indices: np.ndarray) -> float:
-        inductive = None if rows is None else rows[draw.integers(0, len(rows), len(rows))]
+        inductive = draw.integers(0, rows, rows) if rows else None
         logprobs, _ = _calibrate(scores[indices], method, anchor, gold=gold[indices], inductive=inductive)
         return float(compute(logprobs, gold[indices]))
 
@@ -205,7 +243,7 @@ def install_stderr_hook() -> None:
     ``stderr_for_metric`` is asked for each metric's stderr function; this wraps it so that an
     aggregation carrying ``genclf_stderr`` gets :func:`bootstrap_stderr` with
     ``min(--bootstrap_iters, MAX_BOOTSTRAP_ITERS)`` resamples, ``MAX_REFIT_BOOTSTRAP_ITERS`` for a
-    calibrated metric (``--bootstrap_iters 0``: none). A
+    calibrated metric (``bootstrap_iters=0``: none). A
     failed bootstrap leaves ``N/A`` with a logged reason. Groups then pool these like any stderr.
     """
     import lm_eval.evaluator_utils as evaluator_utils
@@ -257,7 +295,7 @@ def annotate_samples(samples: list[dict[str, Any]]) -> None:
     if not items or any(item is None for item in items):
         return
     probabilities: dict[str, np.ndarray] = {}
-    for method in (None, *_DOCUMENT_FITTED, *_INDUCTIVE, *_SIDE_INPUT):
+    for method in (None, *_DOCUMENT_FITTED, *_INDUCTIVE, *TRAIN_PRIOR_METHODS, *LABELLED_METHODS, *_SIDE_INPUT):
         try:
             logprobs, _ = calibrated_logprobs(items, method)
         except ValueError as err:  # e.g. no anchor scores: leave that method out, say why
