@@ -10,12 +10,14 @@ their scores to the corpus-level aggregations (``genclf_harness.harness.metrics`
 The extra contexts are the anchor's own context with its input replaced, so they keep the
 instruction, the demonstrations and the chat template of the real prompts.
 
-For inductive calibration the anchor also carries ``inductive_docs`` unlabelled documents of the
-task's training split (a seeded sample; task metadata, default ``DEFAULT_INDUCTIVE_DOCS``, set it
+For inductive calibration the anchor also carries ``inductive_docs`` documents of the task's
+training split (a seeded sample; task metadata, default ``DEFAULT_INDUCTIVE_DOCS``, set it
 with ``--metadata '{"inductive_docs": 200}'``), their queries put into the anchor's context the
 same way. The ``*_ind`` metrics fit on those and apply the fit to the evaluated documents; with
 ``inductive_docs`` 0 (or no training split apart from the evaluated one) they are left out of the
-results and nothing extra is scored.
+results and nothing extra is scored. Their labels are carried too, read only by the label-shift
+metrics (``*_bcts_em``, ``*_bbse``); the ``*_ind`` fits never read them. The anchor also carries the
+training split's label counts for ``*_prior_train``.
 """
 
 from __future__ import annotations
