@@ -62,6 +62,9 @@ def test_prior_train_matches_the_training_label_distribution(data_dir: Path, tmp
     assert "acc_prior_train_ind,none" in task and "f1_macro_prior_train,none" in task
     fits = results["genclf_manifest"]["tasks"]["genclf_skewed_sst2"]["calibration"]
     assert "training-split label counts [160, 40]" in json.dumps(fits["prior_train"])
+    # the recommended column is prior_train here, and says so
+    assert task["acc_auto,none"] == task["acc_prior_train,none"]
+    assert fits["auto"]["params"]["chosen"] == "prior_train"
 
 
 def test_a_label_absent_from_the_training_split_leaves_the_metric_out(data_dir: Path, tmp_path: Path,
@@ -77,6 +80,7 @@ def test_a_label_absent_from_the_training_split_leaves_the_metric_out(data_dir: 
     task = json.loads(next((tmp_path / "out").rglob("results_*.json")).read_text())["results"]["genclf_skewed_sst2"]
     assert not any("prior_train" in key for key in task)
     assert "acc_prior,none" in task
+    assert task["acc_auto,none"] == task["acc_prior,none"]  # no usable training prior: uniform matching
     assert "'positive' have no row in the training split" in caplog.text
 
 
@@ -158,3 +162,21 @@ def test_bcts_em_on_real_scores_estimates_the_shifted_prior(data_dir: Path, tmp_
     # towards the truth (80/20), where plain EM estimates the model's own bias.
     assert estimated[0] > 0.6 and estimated.sum() == pytest.approx(1.0)
     assert isinstance(task["acc_bcts_em_stderr,none"], float)
+
+
+def test_auto_never_reads_the_evaluated_labels():
+    from genclf_harness.harness import metrics
+
+    scores, gold = _shifted(200, [0.6, 0.3, 0.1], seed=7)
+    for anchor in ({"task": "t", metrics.TRAIN_PRIOR_KEY: [60, 30, 10]}, {"task": "t"}):
+        runs = []
+        for labels in (gold, np.random.default_rng(0).permutation(gold), np.zeros_like(gold)):
+            items = [metrics.ScoreItem(i, int(g), tuple(row), anchor if i == 0 else None)
+                     for i, (g, row) in enumerate(zip(labels, scores))]
+            logprobs, _ = metrics.calibrated_logprobs(items, "auto")
+            runs.append((metrics.FITTED["t"]["auto"]["params"]["chosen"], logprobs.argmax(axis=1)))
+        assert len({chosen for chosen, _ in runs}) == 1
+        for _, predictions in runs[1:]:
+            np.testing.assert_array_equal(predictions, runs[0][1])
+    assert runs[0][0] == "prior"
+    metrics.FITTED.clear()

@@ -16,7 +16,8 @@ scores of unlabelled training-split documents that the anchor carries (task meta
 ``prior_train_ind`` match the training split's label distribution instead of a uniform one (the
 anchor carries that split's label counts; a label with no training row leaves them out).
 ``bcts_em`` and ``bbse`` estimate the evaluated documents' label prior without their labels, from
-the inductive documents and their labels (the calibration's label-shift methods).
+the inductive documents and their labels (the calibration's label-shift methods). ``auto`` is the
+method the project recommends for the task (:func:`auto_method`); the manifest says which and why.
 A YAML names an aggregation as ``!function genclf_harness.harness.metrics.<metric name>``; the
 functions are made on demand by the module's ``__getattr__``.
 """
@@ -65,7 +66,7 @@ INDUCTIVE_LABELS = "inductive_labels"
 TRAIN_PRIOR_KEY = "train_label_counts"
 """The anchor's entry with the training split's label counts (absent: the methods are left out)."""
 METHOD_NAMES: tuple[str, ...] = (*_DOCUMENT_FITTED, *_INDUCTIVE, *TRAIN_PRIOR_METHODS, *LABELLED_METHODS,
-                                  *_SIDE_INPUT, "oracle")
+                                  *_SIDE_INPUT, "auto", "oracle")
 _USES_INDUCTIVE = (*_INDUCTIVE, "prior_train_ind", *LABELLED_METHODS)
 
 FITTED: dict[str, dict[str, dict[str, Any]]] = {}
@@ -135,6 +136,19 @@ def _inductive_rows(method: str, anchor: dict[str, Any] | None) -> np.ndarray:
     return np.asarray(rows, dtype=np.float64)
 
 
+def auto_method(anchor: dict[str, Any] | None) -> tuple[str, str]:
+    """The method the ``*_auto`` metrics use for a task, and why; never reads the evaluated labels.
+
+    The rule: with a labelled training split (its label counts in the anchor), prior matching to
+    that split's label distribution (``prior_train``): it equals uniform matching where the labels
+    are balanced and keeps a skewed set's skew where they are not; without one, uniform prior
+    matching (``prior``), the best method on average over the seven balanced built-in tasks.
+    """
+    if (anchor or {}).get(TRAIN_PRIOR_KEY):
+        return "prior_train", "the task has a labelled training split: match its label distribution"
+    return "prior", "no labelled training split apart from the evaluated one: match a uniform prior"
+
+
 def _calibrate(scores: np.ndarray, method: str | None, anchor: dict[str, Any] | None, *,
                gold: np.ndarray | None = None, inductive: np.ndarray | None = None) -> tuple[np.ndarray, Any]:
     """(calibrated log-probs, the fitted calibration or ``None``) of a score matrix under ``method``.
@@ -142,6 +156,13 @@ def _calibrate(scores: np.ndarray, method: str | None, anchor: dict[str, Any] | 
     ``inductive`` picks rows of the anchor's inductive documents (and labels) by index (a
     bootstrap resamples them); ``gold`` is needed by ``oracle`` only.
     """
+    if method == "auto":
+        chosen, reason = auto_method(anchor)
+        logprobs, fitted = _calibrate(scores, chosen, anchor, gold=gold, inductive=inductive)
+        auto = cal.Calibration(method="auto", offsets=fitted.offsets, fitted_on=fitted.fitted_on,
+                               temperature=fitted.temperature,
+                               params={**fitted.params, "chosen": chosen, "reason": reason})
+        return logprobs, auto
     if method in _USES_INDUCTIVE:
         every = _inductive_rows(method, anchor)
         picked = np.arange(len(every)) if inductive is None else inductive
@@ -295,7 +316,8 @@ def annotate_samples(samples: list[dict[str, Any]]) -> None:
     if not items or any(item is None for item in items):
         return
     probabilities: dict[str, np.ndarray] = {}
-    for method in (None, *_DOCUMENT_FITTED, *_INDUCTIVE, *TRAIN_PRIOR_METHODS, *LABELLED_METHODS, *_SIDE_INPUT):
+    for method in (None, *_DOCUMENT_FITTED, *_INDUCTIVE, *TRAIN_PRIOR_METHODS, *LABELLED_METHODS, *_SIDE_INPUT,
+                   "auto"):
         try:
             logprobs, _ = calibrated_logprobs(items, method)
         except ValueError as err:  # e.g. no anchor scores: leave that method out, say why
