@@ -30,3 +30,29 @@ def default_model_dir() -> Path:
     from genclf_harness.backends.default_model import ensure_default_model
 
     return ensure_default_model()
+
+
+@pytest.fixture(scope="session")
+def tokenizer(default_model_dir: Path):
+    """The default model's tokenizer, loaded once for the session."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(default_model_dir)
+
+
+@pytest.fixture(scope="session")
+def model(default_model_dir: Path):
+    """The default model in float32 (exactness checks), loaded once for the session; never train it."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    return AutoModelForCausalLM.from_pretrained(default_model_dir, dtype=torch.float32).eval()
+
+
+@pytest.fixture(scope="session")
+def stock(model, tokenizer):
+    """lm-eval's own hf backend on the same model object: the reference for exactness."""
+    from lm_eval.models.huggingface import HFLM
+
+    return HFLM(pretrained=model, tokenizer=tokenizer, batch_size=16)

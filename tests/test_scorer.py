@@ -34,29 +34,6 @@ TEMPLATES = {
 
 
 @pytest.fixture(scope="module")
-def tokenizer(default_model_dir: Path):
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(default_model_dir)
-
-
-@pytest.fixture(scope="module")
-def model(default_model_dir: Path):
-    from transformers import AutoModelForCausalLM
-
-    torch.set_num_threads(min(2, torch.get_num_threads()))
-    return AutoModelForCausalLM.from_pretrained(default_model_dir, dtype=torch.float32).eval()
-
-
-@pytest.fixture(scope="module")
-def stock(model, tokenizer):
-    """lm-eval's own hf backend on the same model object: the reference."""
-    from lm_eval.models.huggingface import HFLM
-
-    return HFLM(pretrained=model, tokenizer=tokenizer, batch_size=16)
-
-
-@pytest.fixture(scope="module")
 def scorer(model, tokenizer) -> HFScorer:
     return HFScorer(model, tokenizer)
 

@@ -27,28 +27,6 @@ MID_WORD = LabelPrompt("Review: a warm film.\nSentiment: pos", ("itive", "ition"
 MID_WORD_LETTER = LabelPrompt("Word: techn", ("ology", "ique", "ical"))
 
 
-@pytest.fixture(scope="module")
-def tokenizer(default_model_dir: Path):
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(default_model_dir)
-
-
-@pytest.fixture(scope="module")
-def model(default_model_dir: Path):
-    from transformers import AutoModelForCausalLM
-
-    torch.set_num_threads(min(2, torch.get_num_threads()))
-    return AutoModelForCausalLM.from_pretrained(default_model_dir, dtype=torch.float32).eval()
-
-
-@pytest.fixture(scope="module")
-def stock(model, tokenizer):
-    from lm_eval.models.huggingface import HFLM
-
-    return HFLM(pretrained=model, tokenizer=tokenizer, batch_size=16)
-
-
 def real_prompts(data_dir: Path) -> list[LabelPrompt]:
     """The shipped tasks' real prompts: zero-shot, 2-shot and chat-rendered contexts."""
     from genclf_harness.data import get_spec, load_split

@@ -50,18 +50,8 @@ LONG_LABELS = (" very negative indeed", " rather negative", " neither good nor b
 
 
 @pytest.fixture(scope="module")
-def tokenizer(default_model_dir: Path):
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(default_model_dir)
-
-
-@pytest.fixture(scope="module")
-def hf_model(default_model_dir: Path):
-    from transformers import AutoModelForCausalLM
-
-    torch.set_num_threads(min(2, torch.get_num_threads()))
-    return AutoModelForCausalLM.from_pretrained(default_model_dir, dtype=torch.float32).eval()
+def hf_model(model):
+    return model
 
 
 @pytest.fixture(scope="module")

@@ -34,7 +34,13 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from genclf_harness.backends.protocol import LabelPrompt, PromptScores
-from genclf_harness.backends.token_alignment import AlignedPrompt, AlignmentError, VocabularyTrie, align_prompt
+from genclf_harness.backends.token_alignment import (
+    AlignedPrompt,
+    AlignmentError,
+    VocabularyTrie,
+    align_prompt,
+    shared_prefix,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -221,10 +227,7 @@ class LabelEncoder:
 
     def _mismatch(self, index: int, position: int, prompt: LabelPrompt, context_ids: TokenIds,
                   whole_ids: TokenIds) -> SeamMismatch:
-        shared = 0
-        while shared < len(context_ids) and context_ids[shared] == whole_ids[shared]:
-            shared += 1
-        start = max(0, shared - 1)
+        start = max(0, shared_prefix(context_ids, whole_ids) - 1)
         pieces = self.tokenizer.convert_ids_to_tokens
         rest = whole_ids[len(context_ids):]
         return SeamMismatch(

@@ -38,6 +38,7 @@ from genclf_harness.backends.protocol import (
     ScoringStats,
     TokenPrompt,
 )
+from genclf_harness.backends.token_alignment import shared_prefix
 
 logger = logging.getLogger(__name__)
 
@@ -455,15 +456,6 @@ class HFScorer:
             )
             return False
         return True
-
-
-def shared_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    """Length of the longest common prefix of two token sequences."""
-    n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
 
 
 def _resolve_max_length(config: Any, tokenizer: Any) -> int:

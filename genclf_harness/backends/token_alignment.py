@@ -142,7 +142,7 @@ def align_prompt(
     ``context_end_offsets[i]`` the character where its token ``i`` ends, and ``wholes[k]`` the ids
     of ``context + label k`` as one text.
     """
-    shared = min(_shared_prefix(context_ids, whole) for whole in wholes)
+    shared = min(shared_prefix(context_ids, whole) for whole in wholes)
     if shared == 0:
         raise AlignmentError(
             f"prompt #{index}: nothing of the context {_tail(context)!r} is left after backing off to the "
@@ -197,7 +197,8 @@ def align_prompt(
     return pairs, plan
 
 
-def _shared_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+def shared_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    """Length of the longest common prefix of two token sequences."""
     n = min(len(a), len(b))
     i = 0
     while i < n and a[i] == b[i]:
