@@ -180,3 +180,26 @@ def test_auto_never_reads_the_evaluated_labels():
             np.testing.assert_array_equal(predictions, runs[0][1])
     assert runs[0][0] == "prior"
     metrics.FITTED.clear()
+
+
+def test_bench_shift_subsamples_to_the_prior_and_keeps_the_anchor():
+    from genclf_harness.cli.bench_calibration import prior_errors, shifted
+    from genclf_harness.harness import metrics
+
+    labelled, labels = _shifted(300, [1 / 3] * 3, seed=1)
+    scores, gold = _shifted(900, [1 / 3] * 3, seed=2)
+    anchor = {"task": "t", metrics.INDUCTIVE_SECTION: labelled.tolist(), metrics.INDUCTIVE_LABELS: labels.tolist(),
+              metrics.TRAIN_PRIOR_KEY: [100, 100, 100]}
+    items = [metrics.ScoreItem(i, int(g), tuple(row), anchor if i == 5 else None)
+             for i, (g, row) in enumerate(zip(gold, scores))]
+    kept = shifted(items, [60, 30, 10])
+    shares = np.bincount([item.gold for item in kept], minlength=3) / len(kept)
+    np.testing.assert_allclose(shares, [0.6, 0.3, 0.1], atol=0.01)
+    assert sum(item.anchor is not None for item in kept) == 1 and shifted(items, [60, 30, 10]) == kept
+    errors = prior_errors(kept)
+    assert errors["bcts_em"]["l1"] < 0.1 and errors["true_prior"] == pytest.approx([0.6, 0.3, 0.1], abs=0.01)
+    # the oracle (an upper bound that reads the labels) runs through the same path
+    oracle, _ = metrics.calibrated_logprobs(kept, "oracle")
+    assert calibration.accuracy(oracle, np.array([item.gold for item in kept])) >= \
+        calibration.accuracy(calibration.normalize(np.array([item.lls for item in kept])), np.array([item.gold for item in kept]))
+    metrics.FITTED.clear()

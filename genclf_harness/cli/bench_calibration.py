@@ -7,6 +7,12 @@ change over raw, the tasks where macro-F1 rose, the worst accuracy loss on tasks
 ``--min-docs-for-loss`` documents, and the share of the raw-to-oracle accuracy gap closed.
 ``--json`` prints one JSON object per line instead, with the keys
 ``task, method, docs, acc, f1_macro, ece, oracle_acc``.
+
+Controlled label shift: ``--shift genclf_sst2=80/20`` (repeatable) adds the task's scored
+documents subsampled (seeded) to that label prior, as the task ``genclf_sst2@80/20``, where the
+true prior is known; for those the estimated priors of ``prior_em``, ``bcts_em`` and ``bbse`` are
+printed with their L1 error. ``--save-items`` / ``--load-items`` keep the scores, so the methods
+can be compared again without scoring.
 """
 
 from __future__ import annotations
@@ -35,6 +41,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--min-docs-for-loss", type=int, default=200,
                         help="only tasks with at least this many documents count for the worst loss")
     parser.add_argument("--json", action="store_true", help="one JSON object per task and method")
+    parser.add_argument("--shift", action="append", default=[], metavar="TASK=P1/P2/...",
+                        help="also evaluate TASK's documents subsampled to this label prior (percent, repeatable)")
+    parser.add_argument("--save-items", default=None, help="write the scored documents (JSON) here")
+    parser.add_argument("--load-items", default=None, help="read scored documents written by --save-items "
+                        "instead of scoring")
 
 
 def default_device() -> str:
@@ -124,32 +135,103 @@ def summarise(table: dict[str, list[dict[str, Any]]], min_docs: int) -> list[dic
     return summary
 
 
+SHIFT_SEED = 1234
+
+
+def shifted(items: list[Any], percents: list[float], seed: int = SHIFT_SEED) -> list[Any]:
+    """The largest seeded subsample of ``items`` whose label shares are ``percents`` (the anchor kept)."""
+    if len(percents) != 1 + max(item.gold for item in items) or min(percents) <= 0:
+        raise SystemExit(f"genclf-bench calibration: --shift needs one positive share per label, got {percents}")
+    shares = np.asarray(percents, dtype=np.float64) / sum(percents)
+    by_label = [[item for item in items if item.gold == k] for k in range(len(shares))]
+    total = int(min(len(rows) / share for rows, share in zip(by_label, shares, strict=True)))
+    rng = np.random.default_rng(seed)
+    kept = []
+    for rows, share in zip(by_label, shares, strict=True):
+        chosen = rng.choice(len(rows), size=max(1, round(total * share)), replace=False)
+        kept.extend(rows[i] for i in sorted(chosen))
+    anchor = next(item.anchor for item in items if item.anchor)
+    kept = [item._replace(anchor=None) for item in kept]
+    kept[0] = kept[0]._replace(anchor=anchor)
+    return kept
+
+
+def prior_errors(items: list[Any]) -> dict[str, Any]:
+    """Estimated priors of the label-shift methods and their L1 distance to the true one."""
+    from genclf_harness.harness.metrics import FITTED, calibrated_logprobs
+
+    gold = np.array([item.gold for item in items])
+    truth = np.bincount(gold, minlength=len(items[0].lls)) / len(gold)
+    task = next(item.anchor["task"] for item in items if item.anchor)
+    out: dict[str, Any] = {"true_prior": truth.round(3).tolist()}
+    for method in ("prior_em", "bcts_em", "bbse"):
+        try:
+            calibrated_logprobs(items, method)
+        except ValueError as error:
+            out[method] = f"left out ({error})"
+            continue
+        estimated = np.asarray(FITTED[task][method]["params"]["estimated_prior"])
+        out[method] = {"prior": estimated.round(3).tolist(), "l1": round(float(np.abs(estimated - truth).sum()), 3)}
+    return out
+
+
+def _load_items(path: str) -> dict[str, list[Any]]:
+    from genclf_harness.harness.metrics import ScoreItem
+
+    with open(path, encoding="utf-8") as handle:
+        data = json.load(handle)
+    return {task: [ScoreItem(i["doc_id"], i["gold"], tuple(i["lls"]), i["anchor"]) for i in rows]
+            for task, rows in data.items()}
+
+
 def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
-    items = score_tasks(args)
+    items = _load_items(args.load_items) if args.load_items else score_tasks(args)
+    if args.save_items:
+        with open(args.save_items, "w", encoding="utf-8") as handle:
+            json.dump({task: [item._asdict() for item in rows] for task, rows in items.items()}, handle)
+    shifts = {}
+    for spec in args.shift:
+        task, _, prior = spec.partition("=")
+        if task not in items:
+            raise SystemExit(f"genclf-bench calibration: --shift {spec!r}: {task!r} is not among the scored tasks")
+        shifts[f"{task}@{prior}"] = shifted(items[task], [float(p) for p in prior.split("/")])
+    items.update(shifts)
     table = {task: evaluate_methods(task_items) for task, task_items in sorted(items.items())}
-    summary = summarise(table, args.min_docs_for_loss)
+    estimates = {task: prior_errors(task_items) for task, task_items in shifts.items()}
+    summary = summarise({t: rows for t, rows in table.items() if t not in shifts}, args.min_docs_for_loss)
+    shifted_summary = summarise({t: table[t] for t in shifts}, args.min_docs_for_loss) if shifts else []
     if args.json:
         for task, rows in table.items():
             for row in rows:
                 print(json.dumps({"task": task, **row}))
         for row in summary:
             print(json.dumps({"task": "mean", **row}))
+        for row in shifted_summary:
+            print(json.dumps({"task": "mean shifted", **row}))
+        for task, estimate in estimates.items():
+            print(json.dumps({"task": task, "estimated_priors": estimate}))
         return 0
     out = sys.stdout
-    out.write(f"{'task':<16} {'method':<9} {'docs':>5} {'acc':>6} {'f1_macro':>8} {'ece':>6} {'oracle':>6}\n")
+    out.write(f"{'task':<24} {'method':<11} {'docs':>5} {'acc':>6} {'f1_macro':>8} {'ece':>6} {'oracle':>6}\n")
     for task, rows in table.items():
         for row in rows:
-            out.write(f"{task:<16} {row['method']:<9} {row['docs']:>5} {row['acc']:>6.3f} "
+            out.write(f"{task:<24} {row['method']:<11} {row['docs']:>5} {row['acc']:>6.3f} "
                       f"{row['f1_macro']:>8.3f} {row['ece']:>6.3f} {row['oracle_acc']:>6.3f}\n")
-    out.write(f"\nacross {len(table)} tasks\n")
-    out.write(f"{'method':<9} {'mean acc':>8} {'Δacc':>7} {'mean F1':>8} {'ΔF1':>7} {'F1 up':>6} "
-              f"{'worst Δacc':>10} {'gap closed':>10}\n")
-    for row in summary:
-        out.write(f"{row['method']:<9} {row['mean_acc']:>8.3f} {row['mean_d_acc']:>+7.3f} "
-                  f"{row['mean_f1_macro']:>8.3f} {row['mean_d_f1_macro']:>+7.3f} "
-                  f"{row['tasks_f1_up']:>3}/{len(table):<2} {row['worst_d_acc']:>+10.3f} "
-                  f"{row['oracle_gap_closed']:>10.2f}\n")
+    for title, rows, count in ((f"across {len(table) - len(shifts)} tasks", summary, len(table) - len(shifts)),
+                               (f"across the {len(shifts)} shifted sets", shifted_summary, len(shifts))):
+        if not rows:
+            continue
+        out.write(f"\n{title}\n")
+        out.write(f"{'method':<11} {'mean acc':>8} {'Δacc':>7} {'mean F1':>8} {'ΔF1':>7} {'F1 up':>6} "
+                  f"{'worst Δacc':>10} {'gap closed':>10}\n")
+        for row in rows:
+            out.write(f"{row['method']:<11} {row['mean_acc']:>8.3f} {row['mean_d_acc']:>+7.3f} "
+                      f"{row['mean_f1_macro']:>8.3f} {row['mean_d_f1_macro']:>+7.3f} "
+                      f"{row['tasks_f1_up']:>3}/{count:<2} {row['worst_d_acc']:>+10.3f} "
+                      f"{row['oracle_gap_closed']:>10.2f}\n")
+    for task, estimate in estimates.items():
+        out.write(f"\n{task}: estimated priors {json.dumps(estimate)}")
     out.write(f"\n(one scoring pass, {time.perf_counter() - started:.0f} s; worst Δacc over tasks with "
               f">= {args.min_docs_for_loss} documents; gap closed = Σ Δacc / Σ (oracle - raw))\n")
     return 0

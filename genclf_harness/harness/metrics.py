@@ -112,7 +112,7 @@ def split_metric_name(name: str) -> tuple[str, str | None]:
 def calibrated_logprobs(items: Sequence[ScoreItem], method: str | None) -> tuple[np.ndarray, np.ndarray]:
     """(calibrated log-probabilities (N, K), gold labels (N,)) for the items under ``method``."""
     scores, gold, anchor = _arrays(items)
-    logprobs, fitted = _calibrate(scores, method, anchor)
+    logprobs, fitted = _calibrate(scores, method, anchor, gold=gold)
     if fitted is not None and anchor is not None:
         FITTED.setdefault(anchor["task"], {})[method] = fitted.to_dict()  # type: ignore[index]
     return logprobs, gold
