@@ -133,18 +133,46 @@ def test_calibration_lifts_macro_f1_on_a_biased_task(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_data_parallel_ranks_under_accelerate_launch(tmp_path: Path, default_model_dir: Path) -> None:
+def test_data_parallel_ranks_share_the_work_and_give_one_process_results(tmp_path: Path,
+                                                                        default_model_dir: Path) -> None:
+    """Two CPU ranks (gloo) each score only their share of the documents, and the gathered results
+    (every calibrated metric and its stderr, every document's label log-likelihoods, fp32) equal
+    one process's. (The anchor's extra contexts are scored once per rank.)"""
+    import os
+    import re
     import subprocess
     import sys
 
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-           "-m", "genclf_harness.cli.eval", "--model", "genclf-hf", "--model_args", "pretrained=default",
-           "--tasks", "genclf_cb", "--limit", "12", "--batch_size", "8", "--output_path", str(tmp_path)]
-    subprocess.run(cmd, check=True, timeout=900, capture_output=True)
-    (results_file,) = tmp_path.rglob("results_*.json")
-    cb = json.loads(results_file.read_text())["results"]["genclf_cb"]
-    # both ranks' documents were gathered, and the anchor-based methods found their scores
-    assert cb["sample_len"] == 12
-    for name in ("acc_cc,none", "acc_dcpmi,none", "acc_pmi,none", "acc_prior,none"):
-        assert 0.0 <= cb[name] <= 1.0
+    args = ["--model", "genclf-hf", "--model_args", "pretrained=default,dtype=float32", "--tasks", "genclf_cb",
+            "--limit", "12", "--batch_size", "8", "--log_samples"]
+    # accelerate launch --cpu starts ONE process whatever --num_processes says; torchrun starts two,
+    # and ACCELERATE_USE_CPU makes accelerate's state MULTI_CPU (gloo)
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "genclf_harness.cli.eval"]
+    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}
+    two = subprocess.run([*launch, *args, "--output_path", str(tmp_path / "two")], timeout=900,
+                         capture_output=True, text=True, env=env)
+    assert two.returncode == 0, two.stderr[-3000:]
+    one = subprocess.run([sys.executable, "-m", "genclf_harness.cli.eval", *args, "--output_path", str(tmp_path / "one")],
+                         timeout=900, capture_output=True, text=True)
+    assert one.returncode == 0, one.stderr[-3000:]
+
+    shares = {int(rank): int(count) for rank, count in
+              re.findall(r"genclf-hf rank (\d)/2 scored (\d+) documents", two.stderr)}
+    assert shares == {0: 6, 1: 6}, two.stderr[-3000:]  # each rank its half of the 12 documents
+    runs = {}
+    for name in ("one", "two"):
+        results = json.loads(next((tmp_path / name).rglob("results_*.json")).read_text())
+        samples = [json.loads(line) for line in next((tmp_path / name).rglob("samples_genclf_cb_*.jsonl"))
+                   .read_text().splitlines()]
+        runs[name] = (results, {s["doc"]["id"]: s["genclf"]["label_loglikelihoods"] for s in samples})
+    (one_results, one_lls), (two_results, two_lls) = runs["one"], runs["two"]
+    assert two_results["genclf_manifest"]["model"]["world_size"] == 2
+    assert one_results["genclf_manifest"]["model"].get("world_size", 1) == 1
+    assert sorted(two_lls) == sorted(one_lls) and len(one_lls) == 12
+    for doc_id, values in one_lls.items():
+        np.testing.assert_allclose(two_lls[doc_id], values, atol=1e-4)
+    one_cb, two_cb = one_results["results"]["genclf_cb"], two_results["results"]["genclf_cb"]
+    assert two_cb["sample_len"] == 12
+    for key, value in one_cb.items():
+        if isinstance(value, float):
+            assert two_cb[key] == pytest.approx(value, abs=1e-6), key

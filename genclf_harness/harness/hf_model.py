@@ -28,10 +28,14 @@ the log-softmax runs in float32 (stock ``hf`` uses the model dtype, which is coa
 
 Data parallelism: as with HFLM, lm-eval shards documents across ranks before the model sees
 them, and each rank scores exactly the requests it is given; no collective call is made here.
+HFLM shards only when it sees more than one GPU, so under ``accelerate launch --cpu
+--num_processes N`` every rank scored every document; here the ranks take accelerate's process
+index and count on CPUs too (gloo), and each logs what it scored.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import torch
@@ -42,6 +46,8 @@ from genclf_harness.backends.default_model import resolve_pretrained
 from genclf_harness.backends.protocol import ContinuationScore
 from genclf_harness.backends.scorer import DEFAULT_MAX_BATCH_TOKENS, HFScorer
 from genclf_harness.harness.label_requests import SeamRecord, score_requests
+
+logger = logging.getLogger(__name__)
 
 
 class GenclfHFLM(HFLM):
@@ -64,6 +70,11 @@ class GenclfHFLM(HFLM):
             # HFLM's own default is "cuda", which fails on a machine without one.
             device = "cuda" if torch.cuda.is_available() else "cpu"
         super().__init__(pretrained=resolve_pretrained(pretrained), device=device, **kwargs)
+        accelerator = getattr(self, "accelerator", None)
+        if accelerator is not None and accelerator.num_processes > 1 and self._world_size == 1:
+            # HFLM shards only over several GPUs ("elif gpus > 1"); on CPUs every rank did all the work.
+            self._rank = int(accelerator.process_index)
+            self._world_size = int(accelerator.num_processes)
         self.max_batch_tokens = int(max_batch_tokens)
         self.packing = packing
         self.prefix_cache = None if isinstance(prefix_cache, str) else prefix_cache
@@ -96,7 +107,12 @@ class GenclfHFLM(HFLM):
         if self.backend != "causal" or self.enable_thinking:
             # Encoder-decoder models keep lm-eval's path; enable_thinking makes HFLM raise its error.
             return super().loglikelihood(requests, disable_tqdm=disable_tqdm)
-        return [(score.logprob, score.is_greedy) for score in self.label_scores(requests, disable_tqdm)]
+        scores = self.label_scores(requests, disable_tqdm)
+        if self.world_size > 1:
+            documents = len({(request.task_name, request.doc_id) for request in requests})
+            logger.info("genclf-hf rank %d/%d scored %d documents (%d loglikelihood requests)", self.rank,
+                        self.world_size, documents, len(requests))
+        return [(score.logprob, score.is_greedy) for score in scores]
 
     def label_scores(self, requests: list[Instance], disable_tqdm: bool = False) -> list[ContinuationScore]:
         """Full scores (per-token log-probs included) of ``loglikelihood`` requests, in request order."""

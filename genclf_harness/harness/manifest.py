@@ -57,6 +57,9 @@ def model_manifest(lm: Any) -> dict[str, Any]:
     revision = getattr(lm, "revision", None)
     if revision is not None:
         info["revision"] = revision
+    world_size = getattr(lm, "world_size", None)
+    if isinstance(world_size, int):
+        info["world_size"] = world_size
     seams = getattr(lm, "seam_record", None)
     if seams is not None:
         info["label_scoring"] = seams.manifest()
