@@ -100,7 +100,9 @@ def test_plain_text_mode_reads_yes_after_a_space(genrm, model_and_tokenizer):
 
 def test_score_is_batched_in_order_and_checks_its_input(genrm):
     many = genrm.score([QUESTION] * 3, [RIGHT, WRONG, RIGHT])
-    assert many[0] == pytest.approx(many[2], abs=1e-6)
+    # the same pair twice: the prefix cache (auto on a CPU) computes the second from the first's
+    # cached head, equal up to fp32 rounding (the scorer promises 1e-5; 2.4e-6 seen on this machine)
+    assert many[0] == pytest.approx(many[2], abs=1e-5)
     assert all(0.0 < p < 1.0 for p in many)
     assert genrm.score([], []) == []
     with pytest.raises(ValueError, match="one question per solution"):
