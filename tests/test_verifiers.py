@@ -406,7 +406,8 @@ def test_genrm_reward_scores_pickles_and_reads_questions(genrm):
     conversational = [[{"role": "user", "content": "ignored"}], [{"role": "user", "content": "ignored"}]]
     assert reward(conversational, [RIGHT, WRONG], question=[QUESTION, QUESTION]) == pytest.approx(values)
     logits = GenRMReward(genrm, transform="logit")([QUESTION], [RIGHT])
-    assert logits[0] == pytest.approx(math.log(values[0] / (1 - values[0])), abs=1e-6)
+    # scored alone vs in a batch of two: fp32 rounding of other batch shapes (1.2e-5 in log-odds here)
+    assert logits[0] == pytest.approx(math.log(values[0] / (1 - values[0])), abs=1e-4)
 
     lazy = GenRMReward("default", name="verifier")
     assert lazy.__name__ == "verifier" and lazy._verifier is None
