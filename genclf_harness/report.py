@@ -112,16 +112,33 @@ def draw_figures(task: str, samples: list[dict[str, Any]], labels: Sequence[str]
     return written
 
 
+def _read_results(path: Path) -> dict[str, Any] | None:
+    """An lm-eval results file's content; ``None`` (with a warning naming it) for anything else."""
+    try:
+        results = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        print(f"genclf-report: skipped {path}: not readable JSON ({type(err).__name__})", file=sys.stderr)
+        return None
+    if not isinstance(results, dict) or not isinstance(results.get("results"), dict):
+        print(f"genclf-report: skipped {path}: not an lm-eval results file (no 'results' table)", file=sys.stderr)
+        return None
+    return results
+
+
 def write_report(results_dir: Path, out_dir: Path | None = None) -> Path:
     results_dir = Path(results_dir)
-    files = find_results(results_dir)
-    if not files:
-        raise ReportError(f"no results_*.json under {results_dir}; run genclf-eval with --output_path first")
+    loaded = []
+    for results_file in find_results(results_dir):
+        results = _read_results(results_file)
+        if results is not None:
+            loaded.append((results_file, results))
+    if not loaded:
+        raise ReportError(f"no lm-eval results file (results_*.json with a 'results' table) under {results_dir}; "
+                          "run genclf-eval with --output_path first")
     out_dir = Path(out_dir or results_dir / "report")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir.mkdir(parents=True, exist_ok=True)  # only once there is something to write
     lines = ["# genclf-harness report", ""]
-    for results_file in files:
-        results = json.loads(results_file.read_text())
+    for results_file, results in loaded:
         manifest = results.get("genclf_manifest", {})
         model = manifest.get("model", {}).get("name_or_path") or results.get("config", {}).get("model_args")
         lines += [f"## {results_file.relative_to(results_dir)}", "", f"Model: `{model}`", ""]

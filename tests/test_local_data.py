@@ -472,9 +472,11 @@ def test_predict_only_and_too_many_shots(data_dir: Path, tmp_path: Path, default
     rows = _rows(data_dir, "sst2", "test", 6)
     _write_set(tmp_path / "data", "tiny", {"labels": ["negative", "positive"]}, {"train": rows[:2], "test": rows[2:]})
     monkeypatch.setenv("GENCLF_DATA_DIR", str(tmp_path / "data"))
+    from genclf_harness.cli.eval import run  # raises, where main prints one line and returns 2
+
     with pytest.raises(DataError, match=r"genclf_tiny: --num_fewshot 5 needs 5 demonstrations, and the few-shot "
                                         r"split 'train' of data set 'tiny' has 2 to draw from"):
-        genclf_eval(["--model", "genclf-hf", "--model_args", "pretrained=default", "--tasks", "genclf_tiny",
+        run(["--model", "genclf-hf", "--model_args", "pretrained=default", "--tasks", "genclf_tiny",
                      "--num_fewshot", "5", "--limit", "2"])
 
 

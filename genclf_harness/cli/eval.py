@@ -9,7 +9,11 @@ Same flags and output as ``lm_eval``. On top of it:
   set ``<name>`` of your own under ``$GENCLF_DATA_DIR`` (``genclf_harness.data.local``), as for the
   built-in ones: their YAMLs are written into a temporary folder put on the include path for the run
   (``genclf_harness.harness.local_tasks``);
-- every results file gets a ``genclf_manifest`` (see ``genclf_harness.harness.manifest``).
+- every results file gets a ``genclf_manifest`` (see ``genclf_harness.harness.manifest``);
+- bad arguments are refused before any model work (``genclf_harness.cli.eval_checks``), results are
+  written atomically and a failed save is a non-zero exit (``genclf_harness.cli.results_file``),
+  and errors this package understands are one line ``genclf-eval: ...`` with exit status 2
+  (``GENCLF_DEBUG=1`` for the traceback).
 
 ``accelerate launch -m genclf_harness.cli.eval ...`` works the same way.
 """
@@ -21,6 +25,8 @@ import logging
 import re
 import sys
 from collections.abc import Sequence
+
+from genclf_harness.cli.errors import console_main
 
 _DEFAULT_PRETRAINED = re.compile(r"(^|,)\s*pretrained\s*=\s*default\s*(?=,|$)")
 
@@ -73,13 +79,26 @@ def install_manifest_hook() -> None:
     evaluator.evaluate = evaluate_with_manifest
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time (a test's capture, a redirected stream),
+    not to the stream that was current when the handler was made."""
+
+    @property  # type: ignore[override]
+    def stream(self):  # noqa: ANN201
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:  # noqa: ANN001
+        pass
+
+
 def show_package_logs() -> None:
     """Print this package's log records (truncated prompts, left-out metrics ...) as lm-eval prints
     its own: lm-eval's ``setup_logging`` gives only the ``lm_eval`` logger a handler."""
     package_logger = logging.getLogger("genclf_harness")
     if package_logger.handlers or logging.getLogger().handlers:
         return  # configured already, here or at the root (records propagate there)
-    handler = logging.StreamHandler()
+    handler = _StderrHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-8s [%(name)s:%(lineno)d] %(message)s",
                                            datefmt="%Y-%m-%d:%H:%M:%S"))
     package_logger.addHandler(handler)
@@ -93,11 +112,14 @@ def _requested_tasks(tasks: str | Sequence[str] | None) -> list[str]:
     return [name.strip() for item in items for name in str(item).split(",") if name.strip()]
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def run(argv: Sequence[str] | None = None) -> int:
+    """The command's work; raises on bad input (``main`` turns that into one line and exit 2)."""
     from lm_eval._cli import HarnessCLI
     from lm_eval.utils import setup_logging
 
+    from genclf_harness.cli.eval_checks import check_arguments
     from genclf_harness.harness.local_tasks import local_include_path, unmatched_hint
+    from genclf_harness.cli.results_file import install_safe_save, raise_save_errors
     from genclf_harness.harness.registry import register
     from genclf_harness.resources import tasks_dir
 
@@ -110,6 +132,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     sys.argv = [sys.argv[0] if sys.argv else "genclf-eval", *rewrite_default_model(args_in)]
     parser = HarnessCLI()
     args = parser.parse_args()
+    requested = _requested_tasks(getattr(args, "tasks", None))
+    check_arguments(args, requested)  # before any model or data work
+    install_safe_save()
     if hasattr(args, "include_path"):
         user_paths = [p for p in (args.include_path or "").split(",") if p] if isinstance(
             args.include_path, str
@@ -117,13 +142,18 @@ def main(argv: Sequence[str] | None = None) -> None:
         args.include_path = [str(tasks_dir()), *user_paths]
         metadata = getattr(args, "metadata", None)
         data_dir = metadata.get("data_dir") if isinstance(metadata, dict) else None
-        requested = _requested_tasks(getattr(args, "tasks", None))
         args.include_path.extend(local_include_path(requested, data_dir))
         hint = None if user_paths else unmatched_hint(requested, data_dir)
         if hint:  # lm-eval will say "Tasks not found"; this says where genclf looked
             logging.getLogger("genclf_harness").warning("genclf-eval: %s", hint)
     parser.execute(args)
+    raise_save_errors()  # a results file that could not be written is a failed run, not exit 0
+    return 0
+
+
+main = console_main("genclf-eval", run)
+"""The console script: ``run``, with bad input as one line ``genclf-eval: ...`` and exit status 2."""
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -13,6 +13,8 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from genclf_harness.cli.errors import console_main
+
 # recipe -> (module, one-line help)
 RECIPES: dict[str, tuple[str, str]] = {
     "sft": ("genclf_harness.training.sft", "supervised fine-tuning of a generative classifier (GenCLS++ warm-up)"),
@@ -43,12 +45,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def run(argv: Sequence[str] | None = None) -> int:
+    """The command's work; raises on bad input (``main`` turns that into one line and exit 2)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "_missing", False):
         parser.error(f"recipe '{args.recipe}' is not available in this version of genclf-harness")
     return int(importlib.import_module(args._module).run(args) or 0)
+
+
+main = console_main("genclf-train", run)
+"""The console script: errors this package understands are one line and exit status 2
+(``GENCLF_DEBUG=1`` for the traceback)."""
 
 
 if __name__ == "__main__":

@@ -60,6 +60,14 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _HUB_KEYS = ("path", "revision", "name", "splits", "fields", "label_field", "label_map")
 
 
+OTHER_FAMILIES: dict[str, str] = {
+    "llmbar": "pairwise preference pairs, read by the genclf_llmbar* tasks",
+    "processbench": "step-labelled solutions, read by the genclf_processbench_* tasks",
+    "gsm8k": "reasoning problems, read by the genclf_gsm8k_* verifier tasks and genclf-bench bon",
+}
+"""Folders of the data root that the verifier families read by name: never classification data sets."""
+
+
 _FOUND_ELSEWHERE: dict[str, Path] = {}
 """name -> folder of the local data sets found under an explicit ``data_dir`` in this process."""
 
@@ -74,6 +82,8 @@ def local_spec(name: str, data_dir: str | os.PathLike[str] | None = None) -> Dat
     """
     if name in SPECS or not _NAME.match(name):
         return None
+    if name in OTHER_FAMILIES:
+        raise DataError(f"data set {name!r} holds {OTHER_FAMILIES[name]}; it is not a classification data set")
     remembered = _FOUND_ELSEWHERE.get(name) if data_dir is None else None
     if remembered is not None and (remembered / META_FILE).is_file():
         folder = remembered
@@ -99,7 +109,7 @@ def list_local(data_dir: str | os.PathLike[str] | None = None) -> list[str]:
     names = []
     for meta_path in sorted(root.glob(f"*/{META_FILE}")):
         name = meta_path.parent.name
-        if name in SPECS or not _NAME.match(name):
+        if name in SPECS or name in OTHER_FAMILIES or not _NAME.match(name):
             continue
         try:
             meta = json.loads(meta_path.read_text(encoding="utf-8-sig"))

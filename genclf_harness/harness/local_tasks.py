@@ -29,13 +29,15 @@ def local_task(task: str, data_dir: str | None = None) -> tuple[str, Any, str] |
     """``(data set, strategy, decoding)`` when ``task`` names a task of a local data set:
     ``genclf_<name>``, ``genclf_<name>_<strategy>``, either with ``_gen``, or the group
     ``genclf_<name>_strategies`` (strategy None); built-in data sets have their YAMLs already."""
-    from genclf_harness.data.local import local_spec
+    from genclf_harness.data.local import OTHER_FAMILIES, local_spec
     from genclf_harness.data.specs import SPECS, DataError
     from genclf_harness.prompts import PromptStrategy
 
     if not task.startswith("genclf_"):
         return None
     if task in _builtin_task_names():  # a local folder named sst2_bal3 does not take genclf_sst2_bal3 over
+        if task.removeprefix("genclf_") in OTHER_FAMILIES:  # genclf_llmbar: its own family's folder
+            return None
         shadowed = local_spec(task.removeprefix("genclf_"), data_dir)
         if shadowed is not None:
             logger.warning("%s is a built-in task; the local data set in %s cannot have that name (rename "
