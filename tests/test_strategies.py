@@ -231,7 +231,9 @@ def test_bench_output_is_written_per_task_and_resumable(tmp_path: Path) -> None:
     _write(str(path), header, [row], complete=False)
     assert json.loads(path.read_text())["complete"] is False
     assert _resumed_rows(str(path), header) == [row]
-    with pytest.raises(SystemExit, match="limit"):
+    from genclf_harness.cli.errors import UsageError
+
+    with pytest.raises(UsageError, match="limit"):
         _resumed_rows(str(path), {**header, "limit": 4})
     assert "| sim3 | gen | 0.500 | 0.400 |  |  | 0.333 | 2 |" in format_table(header, [row])
 

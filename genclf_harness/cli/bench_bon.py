@@ -107,6 +107,9 @@ def _run(args: argparse.Namespace, out: Path, timings: dict[str, float]) -> dict
     task = get_task(args.task)
     if args.n < 1 or args.test_problems < 1:
         raise ValueError("--n and --test-problems must be at least 1")
+    if args.verifier is not None and not Path(args.verifier).is_dir():  # found now, not after sampling
+        raise ValueError(f"--verifier {args.verifier}: no such folder (a trained verifier, e.g. genclf-train genrm's "
+                         "train.output_dir)")
     config_path = args.config or _default_config(args.task)
     settings = SamplingSettings(
         n=args.n, max_new_tokens=args.max_new_tokens or task.max_new_tokens, temperature=args.temperature,

@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from genclf_harness.cli.errors import UsageError
+
 METHODS = ("raw", "prior", "prior_em", "bc", "cc", "dcpmi", "pmi", "prior_train", "bcts_em", "bbse", "auto")
 ALL_TASKS = "genclf_sst2,genclf_sst5,genclf_agnews,genclf_trec,genclf_rte,genclf_cb,genclf_subj"
 
@@ -141,7 +143,7 @@ SHIFT_SEED = 1234
 def shifted(items: list[Any], percents: list[float], seed: int = SHIFT_SEED) -> list[Any]:
     """The largest seeded subsample of ``items`` whose label shares are ``percents`` (the anchor kept)."""
     if len(percents) != 1 + max(item.gold for item in items) or min(percents) <= 0:
-        raise SystemExit(f"genclf-bench calibration: --shift needs one positive share per label, got {percents}")
+        raise UsageError(f"calibration: --shift needs one positive share per label, got {percents}")
     shares = np.asarray(percents, dtype=np.float64) / sum(percents)
     by_label = [[item for item in items if item.gold == k] for k in range(len(shares))]
     total = int(min(len(rows) / share for rows, share in zip(by_label, shares, strict=True)))
@@ -184,8 +186,30 @@ def _load_items(path: str) -> dict[str, list[Any]]:
             for task, rows in data.items()}
 
 
+def parse_shifts(specs: list[str], tasks: list[str] | None) -> dict[str, list[float]]:
+    """``--shift TASK=P1/P2/...`` as ``{spec: percents}``, checked before any scoring (the number of
+    labels is checked once the task is scored)."""
+    parsed = {}
+    for spec in specs:
+        task, sep, prior = spec.partition("=")
+        if not sep or not task:
+            raise UsageError(f"calibration: --shift {spec!r}: write TASK=P1/P2/... (percent per label)")
+        if tasks is not None and task not in tasks:
+            raise UsageError(f"calibration: --shift {spec!r}: {task!r} is not among --tasks ({', '.join(tasks)})")
+        try:
+            percents = [float(p) for p in prior.split("/")]
+        except ValueError:
+            raise UsageError(f"calibration: --shift {spec!r}: {prior!r} is not numbers separated by '/'") from None
+        if len(percents) < 2 or min(percents) <= 0:
+            raise UsageError(f"calibration: --shift {spec!r}: needs a positive share for every label")
+        parsed[spec] = percents
+    return parsed
+
+
 def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
+    tasks = None if args.load_items else [t.strip() for t in args.tasks.split(",") if t.strip()]
+    parse_shifts(args.shift, tasks)  # before the model scores anything
     items = _load_items(args.load_items) if args.load_items else score_tasks(args)
     if args.save_items:
         with open(args.save_items, "w", encoding="utf-8") as handle:
@@ -194,8 +218,8 @@ def run(args: argparse.Namespace) -> int:
     for spec in args.shift:
         task, _, prior = spec.partition("=")
         if task not in items:
-            raise SystemExit(f"genclf-bench calibration: --shift {spec!r}: {task!r} is not among the scored tasks")
-        shifts[f"{task}@{prior}"] = shifted(items[task], [float(p) for p in prior.split("/")])
+            raise UsageError(f"calibration: --shift {spec!r}: {task!r} is not among the scored tasks")
+        shifts[f"{task}@{prior}"] = shifted(items[task], parse_shifts([spec], None)[spec])
     items.update(shifts)
     table = {task: evaluate_methods(task_items) for task, task_items in sorted(items.items())}
     estimates = {task: prior_errors(task_items) for task, task_items in shifts.items()}

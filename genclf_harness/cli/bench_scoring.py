@@ -55,6 +55,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from genclf_harness.cli.errors import UsageError
+
 JSON_KEYS = (
     "task", "num_fewshot", "docs", "stock_docs_per_s", "genclf_docs_per_s", "speedup",
     "stock_tokens_over_min", "genclf_tokens_over_min", "stock_over_bound", "genclf_over_bound",
@@ -75,11 +77,11 @@ RANDOM_LLAMA_SIZES: dict[str, dict[str, int]] = {
 }
 
 
-class BenchError(SystemExit):
-    """A bad argument or task: exits with the message (status 1) instead of a traceback."""
+class BenchError(UsageError):
+    """A bad argument or task: one line ``genclf-bench: scoring: ...`` and exit status 2."""
 
     def __init__(self, message: str) -> None:
-        super().__init__(f"genclf-bench scoring: error: {message}")
+        super().__init__(f"scoring: {message}")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

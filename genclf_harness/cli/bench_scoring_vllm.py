@@ -24,6 +24,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from genclf_harness.cli.errors import UsageError
+
 MODELS = ("vllm", "genclf-vllm", "genclf-hf")
 
 
@@ -125,7 +127,7 @@ def make_model(name: str, args: argparse.Namespace) -> Any:
 
         torch.set_num_threads(min(2, torch.get_num_threads()))
         return GenclfHFLM(pretrained=pretrained, dtype=args.dtype, batch_size=32)
-    raise SystemExit(f"unknown model {name!r}; choose from {', '.join(MODELS)}")
+    raise UsageError(f"scoring-vllm: unknown model {name!r}; choose from {', '.join(MODELS)}")
 
 
 def _reset_cache(model: Any) -> Callable[[], None]:
@@ -158,7 +160,7 @@ def run(args: argparse.Namespace) -> int:
     names = [n.strip() for n in args.models.split(",") if n.strip()]
     reference = args.reference or names[0]
     if reference not in names:
-        raise SystemExit(f"--reference {reference} is not among --models {args.models}")
+        raise UsageError(f"scoring-vllm: --reference {reference} is not among --models {args.models}")
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
 
     startup: dict[str, float] = {}

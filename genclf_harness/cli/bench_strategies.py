@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from genclf_harness.cli.errors import UsageError
 from genclf_harness.prompts import SWEEP_STRATEGIES, PromptStrategy
 
 DECODINGS = ("ppl", "gen")
@@ -90,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     decodings = _split(args.decoding)
     bad = [d for d in decodings if d not in DECODINGS]
     if bad:
-        raise SystemExit(f"genclf-bench strategies: unknown decoding {bad}; known: {', '.join(DECODINGS)}")
+        raise UsageError(f"strategies: unknown decoding {bad}; known: {', '.join(DECODINGS)}")
     plan = []
     for d in decodings:
         for s in strategies:
@@ -98,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
                 PromptStrategy.parse(s).check(spec, generative=d == "gen")
             except ValueError as err:
                 if args.strategies != DEFAULT_STRATEGIES:
-                    raise SystemExit(f"genclf-bench strategies: {err}") from None
+                    raise UsageError(f"strategies: {err}") from None
                 print(f"genclf-bench strategies: leaving out {s} ({d}): {err}", file=sys.stderr)
                 continue
             plan.append((s, d, strategy_task_name(spec.name, s, d)))
@@ -164,7 +165,7 @@ def _resumed_rows(path: str | None, header: dict[str, Any]) -> list[StrategyResu
         earlier = json.load(handle)
     differing = [key for key, value in header.items() if earlier.get(key) != value]
     if differing:
-        raise SystemExit(f"genclf-bench strategies: cannot resume from {path}: its {', '.join(differing)} differ")
+        raise UsageError(f"strategies: cannot resume from {path}: its {', '.join(differing)} differ")
     return [StrategyResult(**{**row, "unparseable_examples": tuple(row.get("unparseable_examples", ()))})
             for row in earlier["rows"]]
 

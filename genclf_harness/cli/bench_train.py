@@ -35,6 +35,8 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from genclf_harness.cli.errors import UsageError
+
 CALIBRATIONS = ("prior", "prior_em", "bc")
 SFT_MARGIN = 0.05
 GRPO_MARGIN = 0.005
@@ -79,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     stages = [s.strip() for s in args.stages.split(",") if s.strip()]
     unknown = [s for s in stages if s not in ("zero", "sft", "grpo")]
     if unknown or not stages:
-        raise SystemExit(f"genclf-bench train: unknown stage(s) {unknown}; choose from zero, sft, grpo")
+        raise UsageError(f"train: unknown stage(s) {unknown}; choose from zero, sft, grpo")
     out = Path(args.output_dir or f"runs/bench_train_{args.dataset}")
     sft_path = args.sft_config or _default_config("sft", args.dataset)
     grpo_path = args.grpo_config or _default_config("grpo", args.dataset)
@@ -91,9 +93,9 @@ def run(args: argparse.Namespace) -> int:
                           "model.init_from=null" if "sft" in stages else f"model.init_from={out / 'sft'}"]
         grpo_config = load_config(GRPORecipeConfig, grpo_path, grpo_overrides) if "grpo" in stages else None
     except ConfigError as err:
-        raise SystemExit(f"genclf-bench train: {err}") from None
+        raise UsageError(f"train: {err}") from None
     if sft_config.data.dataset != args.dataset:
-        raise SystemExit(f"genclf-bench train: {sft_path} trains on {sft_config.data.dataset!r}, not {args.dataset!r}")
+        raise UsageError(f"train: {sft_path} trains on {sft_config.data.dataset!r}, not {args.dataset!r}")
 
     import torch
 
