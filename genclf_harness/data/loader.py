@@ -15,7 +15,7 @@ import unicodedata
 from pathlib import Path
 from typing import Any
 
-from genclf_harness.data.jsonl import iter_jsonl
+from genclf_harness.data.jsonl import iter_jsonl, not_finite
 from genclf_harness.data.root import DATA_DIR_ENV, resolve_data_root
 from genclf_harness.data.specs import DataError, DatasetSpec, get_spec
 
@@ -78,6 +78,9 @@ def _normalise(spec: DatasetSpec, raw: dict[str, Any], where: str, default_id: s
     row: Row = {"id": str(raw.get("id", default_id))}
     for field_name in spec.input_fields:
         value = raw.get(field_name)
+        if not_finite(value):  # would become the text "nan" in the prompt
+            raise DataError(f"{where}: field {field_name!r} is {value!r}, not a value; write the text, or leave "
+                            "the row out.")
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             value = str(value)  # a number in the input (stars, a year) is text to the model
         if not isinstance(value, str):
@@ -91,13 +94,15 @@ def _normalise(spec: DatasetSpec, raw: dict[str, Any], where: str, default_id: s
 def _label_index(spec: DatasetSpec, value: Any, where: str) -> int:
     known = ", ".join(f"{i}={name}" for i, name in enumerate(spec.labels))
     if isinstance(value, bool) or value is None:
-        raise DataError(f"{where}: field 'label' is {'missing' if value is None else value!r}; "
+        raise DataError(f"{where}: field 'label' is {'missing' if value is None else repr(value)}; "
                         f"expected one of {known}.")
     if isinstance(value, str):
         name = unicodedata.normalize("NFC", value)
         if name in spec.labels:
             return spec.labels.index(name)
         raise DataError(f"{where}: label {value!r} is not a label of {spec.name!r} ({known}).")
+    if not_finite(value):
+        raise DataError(f"{where}: field 'label' is {value!r}, not a label; expected one of {known}.")
     if isinstance(value, float) and value.is_integer():
         value = int(value)  # 1.0 as some tools write integers
     if isinstance(value, int) and 0 <= value < spec.num_labels:

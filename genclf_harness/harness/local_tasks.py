@@ -126,7 +126,12 @@ def local_include_path(task_names: Sequence[str], data_dir: str | None = None) -
     ``$GENCLF_DATA_DIR``) is where the data sets are; the tasks find it the same way, from
     ``--metadata '{"data_dir": ...}'``."""
     folder = Path(tempfile.mkdtemp(prefix="genclf-local-tasks-"))
-    if not write_local_tasks(task_names, folder, data_dir):
+    try:
+        written = write_local_tasks(task_names, folder, data_dir)
+    except BaseException:  # a bad data set (or Ctrl-C) while writing: leave no folder behind
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    if not written:
         shutil.rmtree(folder, ignore_errors=True)
         return []
     atexit.register(functools.partial(shutil.rmtree, folder, ignore_errors=True))
