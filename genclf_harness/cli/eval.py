@@ -20,13 +20,14 @@ Same flags and output as ``lm_eval``. On top of it:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
-from genclf_harness.cli.errors import console_main
+from genclf_harness.cli.errors import UsageError, console_main
 
 _DEFAULT_PRETRAINED = re.compile(r"(^|,)\s*pretrained\s*=\s*default\s*(?=,|$)")
 
@@ -63,7 +64,7 @@ def install_manifest_hook() -> None:
         results = original(lm, task_dict, *args, **kwargs)
         if results is not None:
             from genclf_harness.harness.manifest import MANIFEST_KEY, build_manifest
-            from genclf_harness.harness.metrics import FITTED, annotate_samples
+            from genclf_harness.harness.metrics import FITTED, PAIRED, annotate_samples
 
             for task_samples in (results.get("samples") or {}).values():
                 annotate_samples(task_samples)
@@ -71,7 +72,11 @@ def install_manifest_hook() -> None:
             for task, fits in FITTED.items():
                 if task in manifest["tasks"]:
                     manifest["tasks"][task]["calibration"] = fits
+            for task, paired in PAIRED.items():
+                if task in manifest["tasks"]:
+                    manifest["tasks"][task]["paired_vs_raw"] = paired
             FITTED.clear()
+            PAIRED.clear()
             results[MANIFEST_KEY] = manifest
         return results
 
@@ -112,6 +117,21 @@ def _requested_tasks(tasks: str | Sequence[str] | None) -> list[str]:
     return [name.strip() for item in items for name in str(item).split(",") if name.strip()]
 
 
+LM_EVAL_USAGE_ERRORS = ("Invalid JSON:", "Tasks not found:", "No tasks specified")
+"""How lm-eval's own messages for bad command-line input begin (it raises them as ValueError,
+traceback and all); their text is kept, as one line."""
+
+
+@contextlib.contextmanager
+def _lm_eval_usage_errors() -> Iterator[None]:
+    try:
+        yield
+    except ValueError as err:
+        if str(err).startswith(LM_EVAL_USAGE_ERRORS):
+            raise UsageError(str(err)) from err
+        raise
+
+
 def run(argv: Sequence[str] | None = None) -> int:
     """The command's work; raises on bad input (``main`` turns that into one line and exit 2)."""
     from lm_eval._cli import HarnessCLI
@@ -131,7 +151,8 @@ def run(argv: Sequence[str] | None = None) -> int:
     # HarnessCLI reads sys.argv itself (it inserts the legacy "run" subcommand there).
     sys.argv = [sys.argv[0] if sys.argv else "genclf-eval", *rewrite_default_model(args_in)]
     parser = HarnessCLI()
-    args = parser.parse_args()
+    with _lm_eval_usage_errors():
+        args = parser.parse_args()
     requested = _requested_tasks(getattr(args, "tasks", None))
     check_arguments(args, requested)  # before any model or data work
     install_safe_save()
@@ -146,7 +167,8 @@ def run(argv: Sequence[str] | None = None) -> int:
         hint = None if user_paths else unmatched_hint(requested, data_dir)
         if hint:  # lm-eval will say "Tasks not found"; this says where genclf looked
             logging.getLogger("genclf_harness").warning("genclf-eval: %s", hint)
-    parser.execute(args)
+    with _lm_eval_usage_errors():
+        parser.execute(args)
     raise_save_errors()  # a results file that could not be written is a failed run, not exit 0
     return 0
 

@@ -1,19 +1,21 @@
-"""``genclf-eval``'s checks of lm-eval's parsed arguments, run before any model or data work.
+"""``genclf-eval``'s checks of lm-eval's parsed arguments and of the data, run before any model work.
 
 lm-eval 0.4.13 accepts values that fail only after the model has loaded (``--limit 0``,
-``--batch_size 0``, a ``dtype`` torch does not have, a model folder that is not one), ignores a
-misspelt ``--metadata`` key, and runs a whole evaluation whose results it then cannot save. Each
-check here raises :class:`UsageError` with one line naming the value and what to do.
+``--batch_size 0``, a ``dtype`` torch does not have, a model folder that is not one, a model-arg
+key the model does not take, a bad row of a data set), ignores a misspelt ``--metadata`` key, and
+runs a whole evaluation whose results it then cannot save. Each check here raises
+:class:`UsageError` (or the data layer's ``DataError``) with one line naming the value, the file
+and line where there is one, and what to do. Model args: ``genclf_harness.cli.model_args``.
 """
 
 from __future__ import annotations
 
-import json
-import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from genclf_harness.cli.errors import UsageError, did_you_mean
+from genclf_harness.cli.model_args import check_model_args
 from genclf_harness.cli.results_file import check_output_path
 
 GENCLF_METADATA_KEYS: dict[str, str] = {
@@ -23,8 +25,6 @@ GENCLF_METADATA_KEYS: dict[str, str] = {
     "candidates": "best-of-N tasks: the JSONL file of sampled candidates",
 }
 """Every task-metadata key a genclf task reads (lm-eval also passes the model's ``pretrained``)."""
-
-DTYPES = ("auto", "float16", "bfloat16", "float32", "float64", "half", "float", "double")
 
 
 def check_arguments(args: Any, tasks: list[str]) -> None:
@@ -36,8 +36,11 @@ def check_arguments(args: Any, tasks: list[str]) -> None:
     shots = getattr(args, "num_fewshot", None)
     if shots is not None and int(shots) < 0:
         raise UsageError(f"--num_fewshot {shots}: must be 0 or more")
-    _check_metadata(getattr(args, "metadata", None), tasks)
-    _check_model_args(getattr(args, "model_args", None))
+    _check_include_path(getattr(args, "include_path", None))
+    metadata = getattr(args, "metadata", None)
+    _check_metadata(metadata, tasks)
+    check_model_args(getattr(args, "model", None), getattr(args, "model_args", None))
+    check_data(tasks, metadata.get("data_dir") if isinstance(metadata, dict) else None)
 
 
 def _check_limit(limit: Any) -> None:
@@ -63,6 +66,14 @@ def _check_batch_size(batch_size: Any) -> None:
         raise UsageError(f"--batch_size {text}: must be 1 or more, or 'auto'")
 
 
+def _check_include_path(include_path: Any) -> None:
+    """lm-eval only logs a missing ``--include_path`` and goes on without the user's tasks."""
+    paths = include_path.split(",") if isinstance(include_path, str) else list(include_path or [])
+    for path in filter(None, (str(p).strip() for p in paths)):
+        if not Path(path).expanduser().exists():
+            raise UsageError(f"--include_path {path}: no such file or folder (a folder of task YAMLs, or one YAML)")
+
+
 def _check_metadata(metadata: Any, tasks: list[str]) -> None:
     if not isinstance(metadata, dict) or not tasks or not all(t.startswith("genclf_") for t in tasks):
         return  # other tasks may read keys of their own (e.g. lm-eval's max_seq_lengths)
@@ -79,56 +90,39 @@ def _check_metadata(metadata: Any, tasks: list[str]) -> None:
         raise UsageError(f"--metadata data_dir {metadata['data_dir']!r}: no such folder")
 
 
-def parse_model_args(model_args: Any) -> dict[str, Any]:
-    """``--model_args`` as lm-eval parses it: a dict, a JSON object, or ``k=v,k=v``."""
-    if isinstance(model_args, dict):
-        return dict(model_args)
-    text = str(model_args or "").strip()
-    if text.startswith("{"):
-        try:
-            return dict(json.loads(text))
-        except (json.JSONDecodeError, TypeError, ValueError):
-            raise UsageError(f"--model_args {text!r}: not a valid JSON object") from None
-    pairs: dict[str, Any] = {}
-    for item in filter(None, (part.strip() for part in text.split(","))):
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise UsageError(f"--model_args: {item!r} is not key=value")
-        pairs[key.strip()] = value.strip()
-    return pairs
-
-
-def _check_model_args(model_args: Any) -> None:
-    values = parse_model_args(model_args)
-    dtype = values.get("dtype")
-    if dtype is not None and str(dtype) not in DTYPES and not str(dtype).startswith("torch."):
-        raise UsageError(f"--model_args dtype={dtype}: not a dtype; use one of {', '.join(DTYPES)}")
-    pretrained = values.get("pretrained")
-    if pretrained is None or str(pretrained) == "default":
+def check_data(tasks: list[str], data_dir: str | None = None) -> None:
+    """The data root and every classification data set the genclf tasks will read: ``meta.json``
+    and the rows of the evaluated and the training split where they are local files (encoding,
+    JSON, field types, NaN/inf, labels), so that a bad row fails now, not after the model loaded."""
+    names = dict.fromkeys(_datasets_of(tasks, data_dir))
+    if not names:
         return
-    _check_pretrained(str(pretrained))
+    from genclf_harness.data import get_spec, load_split
+    from genclf_harness.data.root import resolve_data_root
+
+    root = resolve_data_root(data_dir)  # a data root that is not a folder: the error names where it came from
+    for name in names:
+        spec = get_spec(name, data_dir)
+        folder = Path(spec.folder) if spec.folder is not None else (root / name if root is not None else None)
+        for split in dict.fromkeys((spec.eval_split, spec.train_split)):
+            if folder is not None and (folder / f"{split}.jsonl").is_file():
+                load_split(name, split, data_dir)  # hub copies are checked where they load
 
 
-def _check_pretrained(pretrained: str) -> None:
-    path = Path(pretrained).expanduser()
-    looks_local = path.exists() or pretrained.startswith((".", "/", "~")) or pretrained.count("/") > 1
-    if path.is_file():
-        raise UsageError(f"--model_args pretrained={pretrained}: is a file; give a model folder (with config.json) "
-                         "or a hub id")
-    if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise UsageError(f"--model_args pretrained={pretrained}: the folder has no config.json, so it is not a "
-                             "transformers model folder")
-        return
-    if looks_local:
-        raise UsageError(f"--model_args pretrained={pretrained}: no such folder")
-    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
-        try:
-            from huggingface_hub import try_to_load_from_cache
+def _datasets_of(tasks: list[str], data_dir: str | None) -> Iterator[str]:
+    """The classification data sets behind the requested ``genclf_*`` tasks (built-in or local)."""
+    from genclf_harness.data.specs import SPECS
+    from genclf_harness.harness.local_tasks import local_task
 
-            cached = try_to_load_from_cache(pretrained, "config.json")
-        except Exception:  # noqa: BLE001 - a malformed id: let the loader say so
-            return
-        if not isinstance(cached, str):
-            raise UsageError(f"--model_args pretrained={pretrained}: not in the local hub cache, and HF_HUB_OFFLINE=1 "
-                             "forbids downloading it (unset it, or give a local model folder)")
+    for task in tasks:
+        if not task.startswith("genclf_"):
+            continue
+        found = local_task(task, data_dir)  # a local data set's task (another family's folder raises)
+        if found is not None:
+            yield found[0]
+            continue
+        parts = task.removeprefix("genclf_").split("_")
+        builtin = next(("_".join(parts[:cut]) for cut in range(len(parts), 0, -1)
+                        if "_".join(parts[:cut]) in SPECS), None)
+        if builtin is not None:  # genclf_sst2, genclf_sst2_cot_gen, genclf_sst2_strategies ...
+            yield builtin
