@@ -84,6 +84,11 @@ class ModelConfig(Section):
     def check(self) -> None:
         if not self.pretrained:
             raise ValueError("pretrained: must name a model ('default' for the embedded one)")
+        from genclf_harness.backends.model_source import pretrained_problem
+
+        problem = pretrained_problem(self.pretrained)
+        if problem:
+            raise ValueError(f"pretrained: {self.pretrained!r}: {problem}")
         if self.lora_r < 1:
             raise ValueError(f"lora_r: must be at least 1, not {self.lora_r}")
         if self.lora_alpha < 1:
@@ -199,75 +204,12 @@ def load_config(cls: type[C], path: str | os.PathLike[str] | None, overrides: Se
         try:
             raw = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as err:
-            raise ConfigError(f"{where}: not valid YAML ({err})") from None
+            raise ConfigError(f"{where}: not valid YAML ({' '.join(str(err).split())})") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"{where}: the top level must be a mapping of sections, not {type(raw).__name__}")
     for override in overrides:
         _apply_override(raw, override, where)
     return build_config(cls, raw, where)
-
-
-# -- the command line of a recipe ---------------------------------------------------------------
-
-
-def add_resume_argument(parser: Any) -> None:
-    """``--resume`` and ``--overwrite`` for a recipe's ``genclf-train`` subcommand (every recipe
-    saves checkpoints and refuses to write over a finished run)."""
-    parser.add_argument("--resume", action="store_true",
-                        help="resume from the last checkpoint in train.output_dir (train.resume_from_checkpoint=true)")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="train into a train.output_dir that holds a finished run, replacing it")
-
-
-FINISHED_RUN_FILES = ("genclf_train.json", "adapter_config.json", "model.safetensors")
-"""What a finished run leaves in its output folder: its training record, a saved adapter or model."""
-RUN_LOG_FILES = ("genclf_train.json", "log.jsonl", "train.log")
-"""A run's own records, removed by ``--overwrite`` so that two runs' logs never mix."""
-
-
-def check_output_folder(output_dir: str, *, resume: bool, overwrite: bool) -> str | None:
-    """Why training into ``output_dir`` would lose a finished run (None when it would not).
-
-    With ``--overwrite`` the old run's records are removed first; a resumed run keeps them.
-    """
-    folder = Path(output_dir)
-    if folder.exists() and not folder.is_dir():
-        return f"train.output_dir {output_dir} is a file, not a folder"
-    found = [name for name in FINISHED_RUN_FILES if (folder / name).is_file()]
-    if not found or resume:
-        return None
-    if not overwrite:
-        return (f"train.output_dir {output_dir} holds a finished run ({', '.join(found)}); pass --overwrite to "
-                "replace it, --resume to continue it, or set train.output_dir to a new folder")
-    for name in RUN_LOG_FILES:
-        (folder / name).unlink(missing_ok=True)
-    return None
-
-
-def load_recipe_config(cls: type[C], args: Any) -> C | None:
-    """The recipe's config from ``genclf-train`` arguments (``--config``, ``--set``, ``--resume``).
-
-    Every config error is printed (naming the recipe) before any model loads, and None is returned so
-    the caller exits with status 2; on success the recipe's log file in ``train.output_dir`` is set up.
-    """
-    import sys
-
-    overrides = list(args.set) + (["train.resume_from_checkpoint=true"] if getattr(args, "resume", False) else [])
-    try:
-        config = load_config(cls, args.config, overrides)
-    except ConfigError as err:
-        print(f"genclf-train {args.recipe}: {err}", file=sys.stderr)
-        return None
-    problem = check_output_folder(config.train.output_dir, resume=bool(getattr(args, "resume", False)) or  # type: ignore[attr-defined]
-                                  bool(config.train.resume_from_checkpoint),  # type: ignore[attr-defined]
-                                  overwrite=bool(getattr(args, "overwrite", False)))
-    if problem:
-        print(f"genclf-train {args.recipe}: {problem}", file=sys.stderr)
-        return None
-    from genclf_harness.training.records import setup_logging  # imports transformers: only once the config is good
-
-    setup_logging(config.train.output_dir)  # type: ignore[attr-defined]
-    return config
 
 
 def build_config(cls: type[C], raw: Mapping[str, Any], where: str = "<config>") -> C:

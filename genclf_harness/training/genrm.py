@@ -25,7 +25,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from genclf_harness.training.config import ModelConfig, Section, add_resume_argument, load_recipe_config, to_dict
+from genclf_harness.training.config import ModelConfig, Section, to_dict
+from genclf_harness.training.recipe_cli import add_resume_argument, load_recipe_config
 from genclf_harness.training.sft import SFTTrainConfig, TrainResult, run_sft
 
 logger = logging.getLogger(__name__)

@@ -27,7 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from genclf_harness.training.config import DataConfig, EvalConfig, ModelConfig, add_resume_argument, load_recipe_config, to_dict
+from genclf_harness.training.config import DataConfig, EvalConfig, ModelConfig, to_dict
+from genclf_harness.training.recipe_cli import add_resume_argument, load_recipe_config
 from genclf_harness.training.trainer_config import TrainerSection
 
 logger = logging.getLogger(__name__)

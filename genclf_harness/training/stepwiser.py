@@ -30,7 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from genclf_harness.training.config import ModelConfig, Section, add_resume_argument, load_recipe_config, to_dict
+from genclf_harness.training.config import ModelConfig, Section, to_dict
+from genclf_harness.training.recipe_cli import add_resume_argument, load_recipe_config
 from genclf_harness.training.grpo import GRPOTrainConfig
 from genclf_harness.training.rewards import completion_text
 
