@@ -53,10 +53,23 @@ def _eval_cases(tmp: Path) -> list[tuple[str, list[str], str, list[Path]]]:
         ("pretrained path missing", with_args(f"pretrained={tmp / 'no_model'}"), "no such folder", []),
         ("hub id offline", with_args("pretrained=someone/not-a-cached-model"), "HF_HUB_OFFLINE=1", []),
         ("another family's data set", [*base[:-1], "genclf_llmbar_zero"], "not a classification data set", []),
+        ("unknown --model", ["--model", "genclf-hff", "--tasks", "genclf_sst2"], "did you mean 'genclf-hf'", []),
+        ("a switch that is not true/false", with_args("pretrained=default,trust_remote_code=maybe"),
+         "trust_remote_code=maybe: must be true or false", []),
+        ("--include_path missing", [*base, "--include_path", str(tmp / "no_tasks")], "no such file or folder", []),
+        ("unknown task (lm-eval's message, one line)", [*base[:-1], "genclf_sst9"], "Tasks not found: genclf_sst9", []),
+        ("--metadata not JSON (lm-eval's message, one line)", [*base, "--metadata", "{inductive"], "--metadata: Invalid JSON", []),
     ]
 
 
-@pytest.mark.parametrize("case", range(16))
+EVAL_CASES = 21
+
+
+def test_the_table_has_every_case(tmp_path: Path) -> None:
+    assert len(_eval_cases(tmp_path)) == EVAL_CASES
+
+
+@pytest.mark.parametrize("case", range(EVAL_CASES))
 def test_genclf_eval_refuses_bad_input_in_one_line(case: int, tmp_path: Path, capsys, monkeypatch) -> None:
     from genclf_harness.cli.eval import main
 
@@ -122,7 +135,7 @@ def test_atomic_write_leaves_the_old_file_whole_when_the_writer_dies(tmp_path: P
 
 def test_genclf_train_refuses_a_finished_run_unless_told(tmp_path: Path, capsys) -> None:
     from genclf_harness.cli.train import main
-    from genclf_harness.training.config import check_output_folder
+    from genclf_harness.training.recipe_cli import check_output_folder
 
     finished = tmp_path / "run"
     finished.mkdir()
@@ -163,3 +176,131 @@ def test_other_families_are_never_classification_data_sets(data_dir: Path) -> No
     for name in ("llmbar", "processbench", "gsm8k"):
         with pytest.raises(DataError, match="not a classification data set"):
             get_spec(name)
+
+
+def _write_local(root: Path, name: str, test: bytes, train: bytes | None = None) -> None:
+    folder = root / name
+    folder.mkdir(parents=True)
+    (folder / "meta.json").write_text(json.dumps({"labels": ["negative", "positive"], "input_fields": ["text"]}))
+    (folder / "test.jsonl").write_bytes(test)
+    if train is not None:
+        (folder / "train.jsonl").write_bytes(train)
+
+
+_GOOD = b'{"text": "fine", "label": "positive"}\n{"text": "bad", "label": 0}\n'
+_DATA_CASES = [  # (name, test.jsonl, train.jsonl, what the one line must contain)
+    ("non-UTF-8 byte", _GOOD + b'{"text": "caf\xe9", "label": 1}\n', None, "test.jsonl:3: not UTF-8 (byte 0xe9"),
+    ("NaN in an input field", b'{"text": "ok", "label": 1}\n{"text": NaN, "label": 0}\n', None,
+     "test.jsonl:2: field 'text' is nan"),
+    ("infinite label", b'{"text": "ok", "label": Infinity}\n', None, "test.jsonl:1: field 'label' is inf"),
+    ("unknown label", b'{"text": "ok", "label": "maybe"}\n', None, "label 'maybe' is not a label"),
+    ("empty split", b"\n\n", None, "split 'test' is empty"),
+    ("bad row in the training split", _GOOD, _GOOD * 2 + b'{"text": "x", "label": 1\n', "train.jsonl:5: not valid JSON"),
+    ("number where text belongs", b'{"text": ["a", "b"], "label": 1}\n', None, "field 'text' is not a string (list)"),
+]
+
+
+@pytest.mark.parametrize("case", range(len(_DATA_CASES)))
+def test_a_bad_data_set_fails_before_the_model_loads(case: int, tmp_path: Path, capsys, monkeypatch) -> None:
+    """Every row a task will read is checked first (file and line named), and no temporary task
+    folder is left behind."""
+    import tempfile
+
+    import transformers
+
+    from genclf_harness.cli.eval import main
+
+    name, test, train, message = _DATA_CASES[case]
+    _write_local(tmp_path / "data", "mine", test, train)
+    monkeypatch.setenv("GENCLF_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained",
+                        lambda *a, **k: pytest.fail("the model was loaded"))
+    temp_before = set(Path(tempfile.gettempdir()).glob("genclf-local-tasks-*"))
+    assert main(["--model", "genclf-hf", "--model_args", "pretrained=default", "--tasks", "genclf_mine"]) == 2, name
+    assert message in _error_line(capsys, "genclf-eval"), name
+    assert set(Path(tempfile.gettempdir()).glob("genclf-local-tasks-*")) == temp_before
+
+
+def test_a_data_root_that_is_no_folder_is_named(tmp_path: Path, capsys, monkeypatch) -> None:
+    from genclf_harness.cli.eval import main
+
+    monkeypatch.setenv("GENCLF_DATA_DIR", str(tmp_path / "nowhere"))
+    assert main(["--model", "genclf-hf", "--model_args", "pretrained=default", "--tasks", "genclf_sst2"]) == 2
+    line = _error_line(capsys, "genclf-eval")
+    assert "nowhere" in line and "GENCLF_DATA_DIR" in line
+
+
+@pytest.mark.parametrize(("model_args", "message"), [
+    ("max_batch_tokenz=10", "takes no 'max_batch_tokenz', nor does the model loader or its config; did you mean 'max_batch_tokens'?"),
+    ("attn_implementaton=eager", "did you mean 'attn_implementation'?"),
+    ("rope_theta=10000", "takes no 'rope_theta'"),  # no longer a Llama config key in transformers 5
+])
+def test_a_model_arg_the_model_does_not_take_is_refused_before_loading(model_args: str, message: str, capsys,
+                                                                      monkeypatch, data_dir: Path) -> None:
+    import transformers
+
+    from genclf_harness.cli.eval import main
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained",
+                        lambda *a, **k: pytest.fail("the model was loaded"))
+    assert main(["--model", "genclf-hf", "--model_args", f"pretrained=default,{model_args}",
+                 "--tasks", "genclf_sst2"]) == 2
+    assert message in _error_line(capsys, "genclf-eval")
+
+
+def test_model_args_the_loader_takes_are_accepted(default_model_dir: Path) -> None:
+    """The oracle is the loader itself: each key here was passed to from_pretrained on this model."""
+    from genclf_harness.cli.model_args import unknown_keys
+    from genclf_harness.harness.registry import register
+
+    register()
+    values = {"pretrained": str(default_model_dir), "attn_implementation": "eager", "low_cpu_mem_usage": "True",
+              "use_cache": "False", "output_hidden_states": "False", "device_map": "cpu", "local_files_only": "True",
+              "max_batch_tokens": "512", "dtype": "float32", "foo": "1"}
+    for model in ("genclf-hf", "hf"):
+        unknown, own = unknown_keys(model, values)
+        assert unknown == (["foo"] if model == "genclf-hf" else ["max_batch_tokens", "foo"])
+        assert "max_batch_size" in own
+
+
+def test_resume_without_a_checkpoint_fails_before_any_data_or_model(tmp_path: Path, capsys) -> None:
+    from genclf_harness.cli.train import main
+
+    config = Path(__file__).resolve().parents[1] / "configs" / "sft_sst2_cpu.yaml"
+    out = tmp_path / "run"
+    assert main(["sft", "--config", str(config), "--set", f"train.output_dir={out}", "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "has no checkpoint-* folder" in err and "without --resume" in err
+    assert not out.exists()
+
+
+def test_ctrl_c_in_training_names_the_checkpoint_and_resume(tmp_path: Path, capsys, monkeypatch) -> None:
+    """The recipe is stopped by a KeyboardInterrupt after its config was loaded (as Ctrl-C in
+    trainer.train would): the one line names the last checkpoint and --resume."""
+    import genclf_harness.cli.errors as errors
+    import genclf_harness.training.sft as sft
+    from genclf_harness.cli.train import main
+
+    monkeypatch.setattr(errors, "_interrupt_note", None)  # restored after the test
+
+    out = tmp_path / "run"
+    (out / "checkpoint-3").mkdir(parents=True)
+    (out / "checkpoint-12").mkdir()
+
+    def interrupted(config, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sft, "train_classifier", interrupted)
+    config = Path(__file__).resolve().parents[1] / "configs" / "sft_sst2_cpu.yaml"
+    assert main(["sft", "--config", str(config), "--set", f"train.output_dir={out}"]) == 130
+    line = [line for line in capsys.readouterr().err.splitlines() if line.startswith("genclf-train: interrupted")]
+    assert line and str(out / "checkpoint-12") in line[0] and "--resume" in line[0]
+
+
+def test_a_training_model_that_is_not_there_is_a_config_error(tmp_path: Path, capsys) -> None:
+    from genclf_harness.cli.train import main
+
+    config = Path(__file__).resolve().parents[1] / "configs" / "sft_sst2_cpu.yaml"
+    assert main(["sft", "--config", str(config), "--set", f"model.pretrained={tmp_path / 'nomodel'}",
+                 "--set", f"train.output_dir={tmp_path / 'run'}"]) == 2
+    assert "model.pretrained" in capsys.readouterr().err and not (tmp_path / "run").exists()

@@ -10,6 +10,8 @@ Same flags and output as ``lm_eval``. On top of it:
   built-in ones: their YAMLs are written into a temporary folder put on the include path for the run
   (``genclf_harness.harness.local_tasks``);
 - every results file gets a ``genclf_manifest`` (see ``genclf_harness.harness.manifest``);
+- ``--calibrate`` adds genclf's raw and calibrated metrics to every ``multiple_choice`` task of the
+  run, stock or your own, its YAML unchanged (``genclf_harness.harness.choice_calibration``);
 - bad arguments are refused before any model work (``genclf_harness.cli.eval_checks``), results are
   written atomically and a failed save is a non-zero exit (``genclf_harness.cli.results_file``),
   and errors this package understands are one line ``genclf-eval: ...`` with exit status 2
@@ -61,6 +63,13 @@ def install_manifest_hook() -> None:
 
     @functools.wraps(original)
     def evaluate_with_manifest(lm, task_dict, *args, **kwargs):
+        if CALIBRATE_CHOICES["on"]:
+            from genclf_harness.harness.choice_calibration import calibrate_choice_tasks
+
+            try:
+                calibrate_choice_tasks(task_dict)  # before any scoring
+            except ValueError as err:
+                raise UsageError(str(err)) from None
         results = original(lm, task_dict, *args, **kwargs)
         if results is not None:
             from genclf_harness.harness.manifest import MANIFEST_KEY, build_manifest
@@ -72,9 +81,17 @@ def install_manifest_hook() -> None:
             for task, fits in FITTED.items():
                 if task in manifest["tasks"]:
                     manifest["tasks"][task]["calibration"] = fits
+            from genclf_harness.harness.choice_calibration import CHOICE_TASKS
+
+            for task, entry in CHOICE_TASKS.items():
+                manifest["tasks"].setdefault(task, {})["choice_calibration"] = entry
+            for task, fits in FITTED.items():
+                if task in CHOICE_TASKS:
+                    manifest["tasks"][task]["calibration"] = fits
             for task, paired in PAIRED.items():
                 if task in manifest["tasks"]:
                     manifest["tasks"][task]["paired_vs_raw"] = paired
+            CHOICE_TASKS.clear()
             FITTED.clear()
             PAIRED.clear()
             results[MANIFEST_KEY] = manifest
@@ -117,19 +134,34 @@ def _requested_tasks(tasks: str | Sequence[str] | None) -> list[str]:
     return [name.strip() for item in items for name in str(item).split(",") if name.strip()]
 
 
+CALIBRATE_FLAG = "--calibrate"
+CALIBRATE_CHOICES = {"on": False}
+"""Whether this run wraps every multiple-choice task with genclf's calibrated metrics
+(``genclf-eval --calibrate``; ``genclf_harness.harness.choice_calibration``)."""
+
+
+def take_calibrate_flag(argv: Sequence[str]) -> list[str]:
+    """``argv`` without ``--calibrate`` (genclf-eval's own flag, unknown to lm-eval), remembering it."""
+    out = [arg for arg in argv if arg != CALIBRATE_FLAG]
+    CALIBRATE_CHOICES["on"] = len(out) != len(argv)
+    return out
+
+
 LM_EVAL_USAGE_ERRORS = ("Invalid JSON:", "Tasks not found:", "No tasks specified")
 """How lm-eval's own messages for bad command-line input begin (it raises them as ValueError,
 traceback and all); their text is kept, as one line."""
 
 
 @contextlib.contextmanager
-def _lm_eval_usage_errors() -> Iterator[None]:
+def _lm_eval_usage_errors(argv: Sequence[str] = ()) -> Iterator[None]:
     try:
         yield
     except ValueError as err:
-        if str(err).startswith(LM_EVAL_USAGE_ERRORS):
-            raise UsageError(str(err)) from err
-        raise
+        if not str(err).startswith(LM_EVAL_USAGE_ERRORS):
+            raise
+        flag = next((argv[i - 1] for i in range(1, len(argv)) if argv[i - 1].startswith("--")
+                     and argv[i] and argv[i] in str(err)), None) if str(err).startswith("Invalid JSON") else None
+        raise UsageError(f"{flag}: {err}" if flag else str(err)) from err
 
 
 def run(argv: Sequence[str] | None = None) -> int:
@@ -147,11 +179,11 @@ def run(argv: Sequence[str] | None = None) -> int:
     install_manifest_hook()
     setup_logging()
     show_package_logs()
-    args_in = list(sys.argv[1:] if argv is None else argv)
+    args_in = take_calibrate_flag(list(sys.argv[1:] if argv is None else argv))
     # HarnessCLI reads sys.argv itself (it inserts the legacy "run" subcommand there).
     sys.argv = [sys.argv[0] if sys.argv else "genclf-eval", *rewrite_default_model(args_in)]
     parser = HarnessCLI()
-    with _lm_eval_usage_errors():
+    with _lm_eval_usage_errors(sys.argv[1:]):
         args = parser.parse_args()
     requested = _requested_tasks(getattr(args, "tasks", None))
     check_arguments(args, requested)  # before any model or data work
