@@ -1,7 +1,9 @@
 """``genclf-report RESULTS_DIR``: a Markdown report with PNG figures from genclf-eval results.
 
 For each genclf classification task in the results files found under RESULTS_DIR: a table of the
-raw and calibrated metrics (accuracy, macro-F1, ECE, majority share) as lm-eval reported them and,
+raw and calibrated metrics (accuracy, macro-F1, ECE, majority share) as lm-eval reported them, each
+with its bootstrap stderr; each calibrated accuracy and macro-F1 minus raw with a paired bootstrap
+interval (from the manifest's ``paired_vs_raw``); and,
 where the run logged its samples (``--log_samples``), a reliability diagram (raw vs the calibrated
 probabilities) and confusion matrices (raw vs prior matching), drawn from the per-document label
 probabilities that genclf-eval writes into each sample's ``genclf`` field.
@@ -20,7 +22,9 @@ from typing import Any
 import numpy as np
 
 _METRICS = ("acc", "f1_macro", "ece", "majority_share")
-_METHODS = ("raw", "prior", "prior_em", "bc", "cc", "dcpmi", "pmi")
+_METHODS = ("raw", "auto", "prior_train", "prior_train_ind", "prior", "prior_ind", "prior_em", "prior_em_ind", "bc",
+            "bc_ind", "bcts_em", "bbse", "cc", "dcpmi", "pmi")
+_PAIRED_METRICS = ("acc", "f1_macro")
 _BINS = 15
 
 
@@ -43,13 +47,32 @@ def load_samples(results_file: Path, task: str) -> list[dict[str, Any]]:
 
 
 def metric_table(task_results: dict[str, Any]) -> list[list[str]]:
+    """A row per method the run reported: each metric as ``value ± bootstrap stderr``."""
     rows = []
     for method in _METHODS:
         cells = []
         for metric in _METRICS:
-            key = f"{metric},none" if method == "raw" else f"{metric}_{method},none"
-            value = task_results.get(key)
-            cells.append(f"{value:.3f}" if isinstance(value, (int, float)) else "")
+            name = metric if method == "raw" else f"{metric}_{method}"
+            value, stderr = task_results.get(f"{name},none"), task_results.get(f"{name}_stderr,none")
+            cell = f"{value:.3f}" if isinstance(value, (int, float)) else ""
+            if cell and isinstance(stderr, (int, float)):
+                cell += f" ± {stderr:.3f}"
+            cells.append(cell)
+        if any(cells):
+            rows.append([method, *cells])
+    return rows
+
+
+def paired_table(paired: dict[str, Any]) -> list[list[str]]:
+    """A row per calibration method: its accuracy and macro-F1 minus raw, with the paired bootstrap
+    interval (the same resamples for both, so far tighter than two separate error bars)."""
+    rows = []
+    for method in _METHODS[1:]:
+        cells = []
+        for metric in _PAIRED_METRICS:
+            entry = paired.get(f"{metric}_{method}")
+            cells.append(f"{entry['delta']:+.3f} [{entry['low']:+.3f}, {entry['high']:+.3f}]"
+                         if isinstance(entry, dict) else "")
         if any(cells):
             rows.append([method, *cells])
     return rows
@@ -151,6 +174,14 @@ def write_report(results_dir: Path, out_dir: Path | None = None) -> Path:
                       "| method | " + " | ".join(_METRICS) + " |", "|---" * (len(_METRICS) + 1) + "|"]
             lines += ["| " + " | ".join(row) + " |" for row in rows]
             lines.append("")
+            paired = paired_table(manifest.get("tasks", {}).get(task, {}).get("paired_vs_raw", {}))
+            if paired:
+                level = next(iter(manifest["tasks"][task]["paired_vs_raw"].values())).get("level", 0.95)
+                lines += [f"Calibrated minus raw, with the paired bootstrap {level:.0%} interval:", "",
+                          "| method | " + " | ".join(f"{m} − raw" for m in _PAIRED_METRICS) + " |",
+                          "|---" * (len(_PAIRED_METRICS) + 1) + "|"]
+                lines += ["| " + " | ".join(row) + " |" for row in paired]
+                lines.append("")
             samples = [s for s in load_samples(results_file, task) if "genclf" in s]
             if samples:
                 labels = manifest.get("tasks", {}).get(task, {}).get("labels", [])

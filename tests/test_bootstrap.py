@@ -94,3 +94,48 @@ def test_the_lm_eval_hook_gives_genclf_aggregations_a_stderr_and_honours_zero():
     assert evaluator_utils.stderr_for_metric(metric=mean, bootstrap_iters=10) is not None  # lm-eval's own kept
     with pytest.raises(ValueError, match="at least 2 documents"):
         cal.bootstrap_stderr(lambda i: 0.0, 1, 10)
+
+
+def test_the_stderr_bootstrap_records_calibrated_minus_raw_for_the_manifest_and_report(tmp_path):
+    """The calibrated metric's own resamples give its paired difference from raw: equal to
+    cal.paired_bootstrap on the same seed, reported by genclf-report from the manifest."""
+    import json
+
+    from genclf_harness.report import write_report
+
+    scores, gold = biased_scores(n=1000)
+    items = items_of(scores, gold)
+    items[0] = items[0]._replace(anchor={"task": "t"})
+    metrics.PAIRED.clear()
+    metrics.bootstrap_stderr("acc_bc", items, 200)
+    entry = metrics.PAIRED["t"]["acc_bc"]
+    raw = lambda i: cal.accuracy(cal.normalize(scores[i]), gold[i])  # noqa: E731
+    bc = lambda i: cal.accuracy(cal.fit("bc", scores[i]).apply(scores[i]), gold[i])  # noqa: E731
+    stderr, low, high = cal.paired_bootstrap(bc, raw, len(gold), 200)
+    every = np.arange(len(gold))
+    assert entry["delta"] == pytest.approx(bc(every) - raw(every), abs=1e-6)
+    assert entry["delta"] > 0.03  # the label bias built in: calibration helps here
+    assert (entry["stderr"], entry["low"], entry["high"]) == pytest.approx((stderr, low, high), abs=1e-6)
+    assert entry["low"] > 0  # a gain this size is more than noise
+    results = {"results": {"t": {"acc,none": raw(every), "acc_stderr,none": 0.02, "acc_bc,none": bc(every),
+                                 "acc_bc_stderr,none": 0.02, "sample_len": len(gold)}},
+               "genclf_manifest": {"tasks": {"t": {"paired_vs_raw": metrics.PAIRED.pop("t")}}}}
+    (tmp_path / "results_x.json").write_text(json.dumps(results))
+    text = write_report(tmp_path).read_text()
+    assert f"| bc | {bc(every):.3f} ± 0.020 |" in text
+    assert f"| bc | {entry['delta']:+.3f} [{entry['low']:+.3f}, {entry['high']:+.3f}] |" in text
+
+
+@pytest.mark.parametrize("metric", ["acc", "f1_macro", "ece", "brier", "nll", "majority_share"])
+def test_the_vectorised_bootstrap_equals_one_resample_at_a_time(metric):
+    """Raw metrics are bootstrapped all resamples at once (multiplicity rows); the values equal the
+    metric computed on each resample in turn, including resamples that miss a class."""
+    scores, gold = biased_scores(n=40, k=4, seed=2)
+    indices = cal.resample_indices(len(gold), 300, seed=7)
+    compute = {"acc": cal.accuracy, "f1_macro": cal.macro_f1, "ece": cal.expected_calibration_error,
+               "brier": cal.brier_score, "nll": cal.negative_log_likelihood,
+               "majority_share": lambda s, _g: cal.majority_share(s)}[metric]
+    slow = np.array([compute(scores[i], gold[i]) for i in indices])
+    fast = cal.resampled_metric(metric, scores, gold, indices)
+    np.testing.assert_allclose(fast, slow, rtol=1e-12, atol=1e-12)
+    assert np.std(slow) > 0  # the resamples differ

@@ -28,6 +28,7 @@ from genclf_harness.calibration.bootstrap import (
     mean_stderr,
     paired_bootstrap,
     resample_indices,
+    resampled_metric,
 )
 from genclf_harness.calibration.core import (
     Calibration,
@@ -87,5 +88,6 @@ __all__ = [
     "oracle_accuracy",
     "oracle_offsets",
     "paired_bootstrap",
+    "resampled_metric",
     "resample_indices",
 ]

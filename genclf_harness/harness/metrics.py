@@ -63,6 +63,8 @@ LABELLED_METHODS = ("bcts_em", "bbse")
 and their labels) and the evaluated documents' scores."""
 INDUCTIVE_LABELS = "inductive_labels"
 """The anchor's entry with the inductive documents' labels (for the label-shift methods)."""
+ANCHOR_METHODS = "methods"
+"""The anchor's entry naming the calibrations that apply to the task (absent: all of genclf's)."""
 TRAIN_PRIOR_KEY = "train_label_counts"
 """The anchor's entry with the training split's label counts (absent: the methods are left out)."""
 METHOD_NAMES: tuple[str, ...] = (*_DOCUMENT_FITTED, *_INDUCTIVE, *TRAIN_PRIOR_METHODS, *LABELLED_METHODS,
@@ -72,6 +74,9 @@ _USES_INDUCTIVE = (*_INDUCTIVE, "prior_train_ind", *LABELLED_METHODS)
 FITTED: dict[str, dict[str, dict[str, Any]]] = {}
 """task -> method -> the fitted calibration (``to_dict()``), filled by the aggregations, read by
 the results manifest."""
+PAIRED: dict[str, dict[str, dict[str, Any]]] = {}
+"""task -> calibrated metric -> its difference from the raw metric with a paired bootstrap interval
+(:func:`paired_summary`), filled by the stderr bootstrap, read by the results manifest."""
 
 
 class ScoreItem(NamedTuple):
@@ -95,6 +100,11 @@ def make_item(doc_id: Any, gold: int, lls: Sequence[float], anchor: dict[str, An
     if not 0 <= gold < len(values):
         raise ValueError(f"document {doc_id!r}: gold label {gold} is not one of its {len(values)} choices")
     return ScoreItem(doc_id, gold, values, anchor)
+
+
+def metric_function(metric: str) -> Callable[[np.ndarray, np.ndarray], float]:
+    """``metric`` (``acc``, ``f1_macro`` ...) of (log-probabilities, gold labels)."""
+    return _METRICS[metric]
 
 
 def split_metric_name(name: str) -> tuple[str, str | None]:
@@ -197,7 +207,7 @@ def _calibrate(scores: np.ndarray, method: str | None, anchor: dict[str, Any] | 
     elif method in _INDUCTIVE:
         fitted = cal.fit(method.removesuffix("_ind"), rows, split=f"inductive: {len(rows)} training documents")
     else:
-        if anchor is None:
+        if anchor is None or anchor.get(method) is None:
             raise ValueError(f"calibration {method!r} needs the anchor document's extra scores, and no item has them")
         fitted = cal.fit(method, scores, **{_SIDE_INPUT[method]: np.asarray(anchor[method], dtype=np.float64)})
     return fitted.apply(scores), fitted
@@ -222,8 +232,9 @@ def bootstrap_stderr(name: str, items: Sequence[ScoreItem], iters: int) -> float
     metric, method = split_metric_name(name)
     compute = _METRICS[metric]
     scores, gold, anchor = _arrays(_by_doc_id(items))
-    if method is None and metric == "acc":  # fixed predictions: the vectorised mean
-        return cal.mean_stderr((scores.argmax(axis=1) == gold).astype(np.float64), iters)
+    if method is None:  # fixed scores: every resample at once
+        return float(np.std(cal.resampled_metric(metric, scores, gold, cal.resample_indices(len(items), iters)),
+                            ddof=1))
     rows = len(_inductive_rows(method, anchor)) if method in _USES_INDUCTIVE else 0
     draw = np.random.default_rng(cal.DEFAULT_SEED + 1)
 
@@ -232,7 +243,28 @@ def bootstrap_stderr(name: str, items: Sequence[ScoreItem], iters: int) -> float
         logprobs, _ = _calibrate(scores[indices], method, anchor, gold=gold[indices], inductive=inductive)
         return float(compute(logprobs, gold[indices]))
 
-    return cal.bootstrap_stderr(statistic, len(items), iters)
+    resamples = cal.resample_indices(len(items), iters)
+    values = np.array([statistic(indices) for indices in resamples], dtype=np.float64)
+    if anchor is not None and method != "oracle":
+        # The same resamples give the raw metric: the paired difference, calibrated minus raw.
+        raw = cal.resampled_metric(metric, scores, gold, resamples)
+        delta = float(compute(_calibrate(scores, method, anchor, gold=gold)[0], gold)) - float(
+            compute(cal.normalize(scores), gold))
+        PAIRED.setdefault(anchor["task"], {})[name] = paired_summary(delta, values - raw)
+    return float(np.std(values, ddof=1))
+
+
+PAIRED_LEVEL = 0.95
+
+
+def paired_summary(delta: float, differences: np.ndarray) -> dict[str, float | int]:
+    """A calibrated metric minus raw: the difference on all documents, its paired bootstrap stderr
+    and percentile interval (``PAIRED_LEVEL``) over resamples shared by both."""
+    tail = (1 - PAIRED_LEVEL) / 2
+    low, high = np.quantile(differences, [tail, 1 - tail])
+    return {"delta": round(delta, 6), "stderr": round(float(np.std(differences, ddof=1)), 6),
+            "low": round(float(low), 6), "high": round(float(high), 6), "level": PAIRED_LEVEL,
+            "resamples": int(len(differences))}
 
 
 def _by_doc_id(items: Sequence[ScoreItem]) -> list[ScoreItem]:
@@ -316,8 +348,10 @@ def annotate_samples(samples: list[dict[str, Any]]) -> None:
     if not items or any(item is None for item in items):
         return
     probabilities: dict[str, np.ndarray] = {}
-    for method in (None, *_DOCUMENT_FITTED, *_INDUCTIVE, *TRAIN_PRIOR_METHODS, *LABELLED_METHODS, *_SIDE_INPUT,
-                   "auto"):
+    anchor = next((item.anchor for item in items if item.anchor), None) or {}
+    methods = anchor.get(ANCHOR_METHODS) or (*_DOCUMENT_FITTED, *_INDUCTIVE, *TRAIN_PRIOR_METHODS, *LABELLED_METHODS,
+                                             *_SIDE_INPUT, "auto")
+    for method in (None, *methods):
         try:
             logprobs, _ = calibrated_logprobs(items, method)
         except ValueError as err:  # e.g. no anchor scores: leave that method out, say why
