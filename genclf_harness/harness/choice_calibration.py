@@ -1,0 +1,214 @@
+"""Calibrated metrics for any lm-eval ``multiple_choice`` task, its YAML unchanged.
+
+``genclf-eval --calibrate ...`` (or :func:`calibrate_choice_tasks` on a task dict) wraps every
+``output_type: multiple_choice`` task of the run (stock, user-written, given by name, path or
+``--include_path``, inside groups such as MMLU's) so that, beside its own metrics (its ``acc`` and
+``acc_norm`` are untouched), it reports genclf's: ``f1_macro``, ``ece``, ``brier``, ``nll``,
+``majority_share`` of the raw choice distribution and ``acc``/``f1_macro``/``ece``/
+``majority_share`` after each calibration that applies (``<metric>_<method>``), each with its
+bootstrap stderr and, in the manifest, its paired difference from raw. ``--log_samples`` gets the
+per-document choice probabilities (the ``genclf`` field) as for genclf's own tasks.
+
+**What a class is.** Each document's choices are scored by lm-eval as usual; the log-likelihood of
+choice ``k`` is column ``k``. When every document has the same choices (letters, Yes/No, a fixed
+label list) the classes are those choices; when the choices differ per document (HellaSwag-style
+endings, options as text) the classes are the positions, and a calibration corrects a bias towards
+a position. The manifest says which (``classes``: ``choices`` with the list, or ``positions``).
+Documents with different numbers of choices are calibrated apart, one group per count (each group
+fitted on its own documents), and the metrics are computed over all documents together; their
+bootstrap stderr is then left out (logged), as the resampling works on one score matrix.
+
+**Which methods apply.** Fitted on the evaluated documents' scores, no labels: ``prior`` (uniform
+prior matching), ``prior_em``, ``bc`` (batch calibration), and ``auto`` (= ``prior``, as no
+labelled training split is read for an arbitrary task). Left out, with the reason in the manifest
+(``left_out``): ``cc`` and ``dcpmi`` (a content-free document would have to guess which part of an
+arbitrary prompt is the input), ``pmi`` (each choice scored without its context, which the task
+does not request), and the inductive and label-shift methods (``*_ind``, ``prior_train``,
+``bcts_em``, ``bbse``: they need scored training-split documents with labels, not yet requested
+for arbitrary tasks). A task whose gold answer is a list (several right choices) is not wrapped.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from genclf_harness.harness import metrics
+
+logger = logging.getLogger(__name__)
+
+METHODS = ("prior", "prior_em", "bc", "auto")
+"""The calibrations computed for an arbitrary multiple-choice task (fitted on its documents' scores)."""
+RAW_METRICS = ("f1_macro", "ece", "brier", "nll", "majority_share")
+"""Raw metrics added beside the task's own (its ``acc`` is lm-eval's and stays lm-eval's)."""
+CALIBRATED_METRICS = ("acc", "f1_macro", "ece", "majority_share")
+LEFT_OUT: dict[str, str] = {
+    "cc": "needs a content-free document: which part of an arbitrary task's prompt is the input cannot be "
+          "told without guessing",
+    "dcpmi": "needs a content-free document (as cc)",
+    "pmi": "needs each choice scored without its context, which the task does not request",
+    "prior_ind, prior_em_ind, bc_ind, prior_train, prior_train_ind, bcts_em, bbse":
+        "need scored training-split documents (and their labels), not requested for arbitrary tasks yet",
+}
+ABSENT = -1e4
+"""The log-probability of a choice a document does not have (exp underflows to exactly 0)."""
+HIGHER_IS_BETTER = {"acc": True, "f1_macro": True, "ece": False, "brier": False, "nll": False,
+                    "majority_share": False}
+
+CHOICE_TASKS: dict[str, dict[str, Any]] = {}
+"""task -> its manifest entry (classes, choice counts, methods, left out), filled as documents are
+scored, read by the results manifest."""
+
+
+def metric_names() -> list[str]:
+    return [*RAW_METRICS, *(f"{m}_{method}" for method in METHODS for m in CALIBRATED_METRICS)]
+
+
+def iter_tasks(task_dict: Mapping[Any, Any]) -> Iterator[tuple[str, Any]]:
+    """(name, task) for every task in lm-eval's (nested) task dict, groups walked into."""
+    for key, value in task_dict.items():
+        if isinstance(value, Mapping):
+            yield from iter_tasks(value)
+        elif value is not None and hasattr(value, "process_results"):
+            yield str(getattr(value, "task_name", None) or getattr(value, "config", {}).get("task", key)), value
+
+
+def calibrate_choice_tasks(task_dict: Mapping[Any, Any]) -> list[str]:
+    """Wrap every multiple-choice task of ``task_dict`` (idempotent); returns the names wrapped.
+
+    Raises ``ValueError`` naming the tasks when none is multiple-choice, or when a task's first
+    document has fewer than two choices (before any scoring)."""
+    wrapped, other = [], []
+    for name, task in iter_tasks(task_dict):
+        if getattr(task, "OUTPUT_TYPE", None) != "multiple_choice":
+            other.append(f"{name} ({getattr(task, 'OUTPUT_TYPE', None)})")
+            continue
+        if getattr(task, "_genclf_choice_calibration", False) or getattr(task, "genclf_spec", None) is not None:
+            wrapped.append(name)  # wrapped before, or a genclf task (calibrated already)
+            continue
+        if getattr(task, "multiple_target", False):
+            logger.warning("--calibrate leaves out %s: its gold answer is a list of right choices", name)
+            continue
+        _check_first_document(name, task)
+        _wrap(name, task)
+        wrapped.append(name)
+    if other:
+        logger.warning("--calibrate: not multiple-choice, left as they are: %s", ", ".join(other))
+    if not wrapped:
+        raise ValueError(f"--calibrate: no multiple-choice task to calibrate among {', '.join(other) or 'no tasks'}; "
+                         "it applies to tasks with output_type: multiple_choice")
+    return wrapped
+
+
+def _check_first_document(name: str, task: Any) -> None:
+    docs = task.eval_docs
+    if not len(docs):
+        raise ValueError(f"--calibrate: task {name} has no documents to evaluate")
+    first = docs[0]
+    choices = task.doc_to_choice(first)
+    if not isinstance(choices, Sequence) or isinstance(choices, str) or len(choices) < 2:
+        raise ValueError(f"--calibrate: task {name}'s first document has {len(choices) if isinstance(choices, Sequence) else 0} "
+                         "choice(s); calibration needs at least two")
+
+
+def _gold_index(task: Any, doc: Any, choices: Sequence[str]) -> int | None:
+    """The gold choice's index, as lm-eval's own multiple-choice scoring reads it (None when out of range)."""
+    gold = task.doc_to_text(doc) if getattr(task, "multiple_input", False) else task.doc_to_target(doc)
+    if isinstance(gold, str):
+        return choices.index(gold) if gold in choices else None
+    if isinstance(gold, (int, np.integer)) and not isinstance(gold, bool) and 0 <= int(gold) < len(choices):
+        return int(gold)
+    return None
+
+
+def _doc_key(doc: Any) -> str:
+    """A stable id of a document (the same on every rank), for the bootstrap's document order."""
+    return hashlib.sha1(repr(doc).encode("utf-8", "replace")).hexdigest()[:16]
+
+
+def _wrap(name: str, task: Any) -> None:
+    original = task.process_results
+    entry = CHOICE_TASKS.setdefault(name, {"classes": None, "choices": None, "choice_counts": {},
+                                           "methods": list(METHODS), "auto": "prior",
+                                           "auto_reason": "no labelled training split is read for an arbitrary task: "
+                                                          "match a uniform prior",
+                                           "left_out": dict(LEFT_OUT), "skipped_documents": 0})
+    anchor = {"task": name, metrics.ANCHOR_METHODS: list(METHODS)}
+
+    @functools.wraps(original)
+    def process_results(doc: Any, results: Sequence[Any]) -> dict[str, Any]:
+        out = original(doc, results)
+        choices = list(task.doc_to_choice(doc))
+        lls = [float(result[0]) for result in results][: len(choices)]  # acc_mutual_info appends more
+        gold = _gold_index(task, doc, choices)
+        if gold is None or len(lls) != len(choices):
+            entry["skipped_documents"] += 1  # lm-eval warned about its label already
+            return out
+        counts = entry["choice_counts"]
+        counts[str(len(choices))] = counts.get(str(len(choices)), 0) + 1
+        if len(counts) == 2 and "stderr" not in entry:
+            entry["stderr"] = ("left out: the documents have different numbers of choices, each count calibrated "
+                               "apart, and the bootstrap resamples one score matrix")
+            logger.warning("%s: documents with different numbers of choices; each count is calibrated apart and "
+                           "genclf's stderr is left out", name)
+        if entry["classes"] is None:
+            entry["classes"], entry["choices"] = "choices", choices
+        elif entry["classes"] == "choices" and choices != entry["choices"]:
+            entry["classes"], entry["choices"] = "positions", None
+        item = metrics.make_item(_doc_key(doc), gold, lls, anchor)
+        for metric in metric_names():
+            if metric not in out:
+                out[metric] = item
+        return out
+
+    task.process_results = process_results
+    for metric in metric_names():
+        if metric in task._aggregation_list:
+            logger.warning("--calibrate: %s reports a metric of its own named %s; genclf's is left out", name, metric)
+            continue
+        task._aggregation_list[metric] = aggregation(metric)
+        task._higher_is_better[metric] = HIGHER_IS_BETTER[metrics.split_metric_name(metric)[0]]
+    task._genclf_choice_calibration = True
+
+
+def aggregation(name: str) -> Callable[[Sequence[metrics.ScoreItem]], float]:
+    """The aggregation of ``name`` over a multiple-choice task's items: genclf's own when every
+    document has the same number of choices, else each choice count calibrated apart."""
+    metric, method = metrics.split_metric_name(name)
+    same_count = getattr(metrics, name)
+
+    def aggregate(items: Sequence[metrics.ScoreItem]) -> float:
+        if len({len(item.lls) for item in items}) == 1:
+            return same_count(items)
+        return float(metrics.metric_function(metric)(*_grouped_logprobs(items, method)))
+
+    def stderr(items: Sequence[metrics.ScoreItem], iters: int) -> float | str:
+        if len({len(item.lls) for item in items}) != 1:
+            return "N/A"  # CHOICE_TASKS[task]["stderr"] says why
+        return metrics.bootstrap_stderr(name, items, iters)
+
+    aggregate.__name__ = aggregate.__qualname__ = name
+    aggregate.genclf_stderr = stderr  # type: ignore[attr-defined]
+    aggregate.genclf_max_iters = same_count.genclf_max_iters  # type: ignore[attr-defined]
+    return aggregate
+
+
+def _grouped_logprobs(items: Sequence[metrics.ScoreItem], method: str | None) -> tuple[np.ndarray, np.ndarray]:
+    """Calibrated log-probabilities of documents with different choice counts: each count fitted on
+    its own documents, padded to the largest count with a log-probability of ``ABSENT`` (a
+    probability of 0 in float64; the metrics take finite scores only)."""
+    width = max(len(item.lls) for item in items)
+    rows, gold = [], []
+    for count in sorted({len(item.lls) for item in items}):
+        group = [item for item in items if len(item.lls) == count]
+        logprobs, group_gold = metrics.calibrated_logprobs(group, method)
+        padded = np.full((len(group), width), ABSENT)
+        padded[:, :count] = logprobs
+        rows.append(padded)
+        gold.append(group_gold)
+    return np.concatenate(rows), np.concatenate(gold)

@@ -1,0 +1,151 @@
+"""``genclf-eval --calibrate``: any lm-eval multiple-choice task gets genclf's calibrated metrics,
+its YAML unchanged. The tasks here are lm-eval's own MMLU template (``include:``d from the
+installed lm-eval) pointed at a lettered AG News written from ../shared/data, and a TREC task
+with the options as text in a per-document order (some documents with one option fewer), both in
+a group; the default model scores them."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from genclf_harness import calibration as cal
+
+LIMIT = 24
+
+
+def _rows(path: Path, count: int) -> list[dict]:
+    with open(path, encoding="utf-8") as handle:
+        return [json.loads(line) for _, line in zip(range(count), handle)]
+
+
+def _write(path: Path, rows: list[dict]) -> None:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def choice_tasks(tmp_path_factory, data_dir: Path) -> Path:
+    import lm_eval
+
+    folder = tmp_path_factory.mktemp("choice_tasks")
+    rng = random.Random(0)
+    agnews = json.loads((data_dir / "agnews" / "meta.json").read_text())["labels"]
+    for split, source, count in (("test", "test", LIMIT), ("dev", "train", 5)):
+        rows = []
+        for row in _rows(data_dir / "agnews" / f"{source}.jsonl", count):
+            options = agnews[:]
+            rng.shuffle(options)  # the gold letter moves from document to document
+            rows.append({"question": row["text"], "choices": options, "answer": options.index(agnews[row["label"]])})
+        _write(folder / f"agnews_{split}.jsonl", rows)
+    trec = json.loads((data_dir / "trec" / "meta.json").read_text())["labels"]
+    rows = []
+    for index, row in enumerate(_rows(data_dir / "trec" / "test.jsonl", LIMIT)):
+        options = trec[:]
+        rng.shuffle(options)
+        if index % 3 == 0:  # one wrong option fewer: documents with 5 and 6 choices
+            options.remove(next(o for o in options if o != trec[row["label"]]))
+        rows.append({"question": row["text"], "choices": options, "answer": options.index(trec[row["label"]])})
+    _write(folder / "trec_test.jsonl", rows)
+    template = Path(lm_eval.__file__).parent / "tasks" / "mmlu" / "default" / "_default_template_yaml"
+    (folder / "lettered_agnews.yaml").write_text(
+        f"include: {template}\ntask: lettered_agnews\ndataset_path: json\ndataset_name: null\n"
+        f"dataset_kwargs:\n  data_files:\n    test: {folder / 'agnews_test.jsonl'}\n    dev: {folder / 'agnews_dev.jsonl'}\n"
+        "description: \"The following are multiple choice questions about the topic of news stories.\\n\\n\"\n")
+    (folder / "trec_options.yaml").write_text(
+        "task: trec_options\ndataset_path: json\ndataset_name: null\n"
+        f"dataset_kwargs:\n  data_files:\n    test: {folder / 'trec_test.jsonl'}\n"
+        "test_split: test\noutput_type: multiple_choice\ndoc_to_text: \"Question: {{question}}\\nType:\"\n"
+        "doc_to_choice: \"{{choices}}\"\ndoc_to_target: answer\n"
+        "metric_list:\n  - metric: acc\n    aggregation: mean\n    higher_is_better: true\n"
+        "  - metric: acc_norm\n    aggregation: mean\n    higher_is_better: true\nmetadata:\n  version: 1.0\n")
+    (folder / "mc_group.yaml").write_text("group: mc_group\ntask:\n  - lettered_agnews\n  - trec_options\n"
+                                         "metadata:\n  version: 1.0\n")
+    return folder
+
+
+def _run(folder: Path, out: Path, model: str, calibrate: bool) -> tuple[dict, dict[str, list[dict]]]:
+    from genclf_harness.cli.eval import main
+
+    argv = ["--model", model, "--model_args", "pretrained=default,dtype=float32", "--tasks", "mc_group",
+            "--include_path", str(folder), "--limit", str(LIMIT), "--log_samples", "--output_path", str(out),
+            "--batch_size", "8", *(["--calibrate"] if calibrate else [])]
+    assert main(argv) == 0
+    results = json.loads(next(out.rglob("results_*.json")).read_text())
+    samples = {}
+    for task in ("lettered_agnews", "trec_options"):
+        path = next(out.rglob(f"samples_{task}_*.jsonl"))
+        samples[task] = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return results, samples
+
+
+@pytest.fixture(scope="module")
+def runs(choice_tasks: Path, tmp_path_factory, default_model_dir: Path):
+    out = tmp_path_factory.mktemp("choice_runs")
+    calibrated = _run(choice_tasks, out / "genclf", "genclf-hf", calibrate=True)
+    stock = _run(choice_tasks, out / "stock", "hf", calibrate=False)
+    return calibrated, stock
+
+
+def test_every_subtask_gets_calibrated_metrics_beside_its_own(runs) -> None:
+    (results, _), (stock, _) = runs
+    for task in ("lettered_agnews", "trec_options"):
+        ours, theirs = results["results"][task], stock["results"][task]
+        assert ours["acc,none"] == theirs["acc,none"]  # the task's own metric is lm-eval's, untouched
+        for metric in ("f1_macro", "ece", "acc_prior", "acc_bc", "f1_macro_prior", "majority_share_prior",
+                       "acc_auto"):
+            assert isinstance(ours[f"{metric},none"], float), (task, metric)
+        assert "acc_prior,none" not in theirs  # nothing is added without --calibrate
+    assert results["results"]["trec_options"]["acc_norm,none"] == stock["results"]["trec_options"]["acc_norm,none"]
+    manifest = results["genclf_manifest"]["tasks"]
+    assert manifest["lettered_agnews"]["choice_calibration"]["classes"] == "choices"
+    assert manifest["lettered_agnews"]["choice_calibration"]["choices"] == ["A", "B", "C", "D"]
+    trec = manifest["trec_options"]["choice_calibration"]
+    assert trec["classes"] == "positions" and trec["choice_counts"] == {"5": LIMIT // 3, "6": LIMIT - LIMIT // 3}
+    assert "cc" in trec["left_out"] and "pmi" in trec["left_out"]
+
+
+def test_genclf_hf_log_likelihoods_equal_stock_hf(runs) -> None:
+    (_, samples), (_, stock) = runs
+    for task in samples:
+        ours = {s["doc_id"]: s["genclf"]["label_loglikelihoods"] for s in samples[task]}
+        theirs = {s["doc_id"]: [float(r[0][0]) for r in s["resps"]] for s in stock[task]}
+        assert ours.keys() == theirs.keys() and len(ours) == LIMIT
+        for doc_id in ours:
+            np.testing.assert_allclose(ours[doc_id], theirs[doc_id], atol=1e-4)
+
+
+def test_calibrated_metrics_equal_an_offline_recomputation(runs) -> None:
+    """From the logged log-likelihoods alone: prior matching and batch calibration refitted here
+    give the reported values (documents with 5 and 6 choices are fitted apart)."""
+    (results, samples), _ = runs
+    agnews = samples["lettered_agnews"]
+    scores = np.array([s["genclf"]["label_loglikelihoods"] for s in agnews])
+    gold = np.array([s["genclf"]["gold"] for s in agnews])
+    reported = results["results"]["lettered_agnews"]
+    raw_share = cal.majority_share(scores)
+    for method in ("prior", "bc"):
+        fitted = cal.fit(method, scores).apply(scores)
+        assert reported[f"acc_{method},none"] == pytest.approx(cal.accuracy(fitted, gold), abs=1e-9)
+        assert reported[f"f1_macro_{method},none"] == pytest.approx(cal.macro_f1(fitted, gold), abs=1e-9)
+    assert reported["majority_share,none"] == pytest.approx(raw_share)
+    assert reported["majority_share_prior,none"] <= raw_share  # prior matching spreads the letters
+    trec = samples["trec_options"]
+    correct = []
+    for count in (5, 6):
+        group = [s for s in trec if len(s["genclf"]["label_loglikelihoods"]) == count]
+        group_scores = np.array([s["genclf"]["label_loglikelihoods"] for s in group])
+        predicted = cal.fit("prior", group_scores).apply(group_scores).argmax(axis=1)
+        correct += list(predicted == np.array([s["genclf"]["gold"] for s in group]))
+    assert results["results"]["trec_options"]["acc_prior,none"] == pytest.approx(np.mean(correct), abs=1e-9)
+
+
+def test_a_run_without_multiple_choice_tasks_is_refused_before_scoring(capsys, default_model_dir: Path) -> None:
+    from genclf_harness.cli.eval import main
+
+    assert main(["--model", "genclf-hf", "--model_args", "pretrained=default", "--tasks", "genclf_sst2_gen",
+                 "--limit", "2", "--calibrate"]) == 2
+    assert "no multiple-choice task to calibrate" in capsys.readouterr().err
