@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ import pytest
 from genclf_harness import calibration as cal
 
 LIMIT = 24
+DEV = 32
 
 
 def _rows(path: Path, count: int) -> list[dict]:
@@ -34,7 +36,7 @@ def choice_tasks(tmp_path_factory, data_dir: Path) -> Path:
     folder = tmp_path_factory.mktemp("choice_tasks")
     rng = random.Random(0)
     agnews = json.loads((data_dir / "agnews" / "meta.json").read_text())["labels"]
-    for split, source, count in (("test", "test", LIMIT), ("dev", "train", 5)):
+    for split, source, count in (("test", "test", LIMIT), ("dev", "train", DEV)):
         rows = []
         for row in _rows(data_dir / "agnews" / f"{source}.jsonl", count):
             options = agnews[:]
@@ -55,6 +57,11 @@ def choice_tasks(tmp_path_factory, data_dir: Path) -> Path:
         f"include: {template}\ntask: lettered_agnews\ndataset_path: json\ndataset_name: null\n"
         f"dataset_kwargs:\n  data_files:\n    test: {folder / 'agnews_test.jsonl'}\n    dev: {folder / 'agnews_dev.jsonl'}\n"
         "description: \"The following are multiple choice questions about the topic of news stories.\\n\\n\"\n")
+    # The same dev documents as an evaluated task: the anchor's split rows must equal these scores.
+    (folder / "lettered_agnews_dev.yaml").write_text(
+        f"include: {template}\ntask: lettered_agnews_dev\ndataset_path: json\ndataset_name: null\n"
+        f"dataset_kwargs:\n  data_files:\n    test: {folder / 'agnews_dev.jsonl'}\n    dev: {folder / 'agnews_dev.jsonl'}\n"
+        "description: \"The following are multiple choice questions about the topic of news stories.\\n\\n\"\n")
     (folder / "trec_options.yaml").write_text(
         "task: trec_options\ndataset_path: json\ndataset_name: null\n"
         f"dataset_kwargs:\n  data_files:\n    test: {folder / 'trec_test.jsonl'}\n"
@@ -63,6 +70,7 @@ def choice_tasks(tmp_path_factory, data_dir: Path) -> Path:
         "metric_list:\n  - metric: acc\n    aggregation: mean\n    higher_is_better: true\n"
         "  - metric: acc_norm\n    aggregation: mean\n    higher_is_better: true\nmetadata:\n  version: 1.0\n")
     (folder / "mc_group.yaml").write_text("group: mc_group\ntask:\n  - lettered_agnews\n  - trec_options\n"
+                                         "  - lettered_agnews_dev\n"
                                          "metadata:\n  version: 1.0\n")
     return folder
 
@@ -71,13 +79,14 @@ def _run(folder: Path, out: Path, model: str, calibrate: bool) -> tuple[dict, di
     from genclf_harness.cli.eval import main
 
     argv = ["--model", model, "--model_args", "pretrained=default,dtype=float32", "--tasks", "mc_group",
-            "--include_path", str(folder), "--limit", str(LIMIT), "--log_samples", "--output_path", str(out),
+            "--include_path", str(folder), "--limit", str(DEV), "--log_samples", "--output_path", str(out),
             "--batch_size", "8", *(["--calibrate"] if calibrate else [])]
     assert main(argv) == 0
     results = json.loads(next(out.rglob("results_*.json")).read_text())
     samples = {}
-    for task in ("lettered_agnews", "trec_options"):
-        path = next(out.rglob(f"samples_{task}_*.jsonl"))
+    for task in ("lettered_agnews", "trec_options", "lettered_agnews_dev"):
+        path = next(p for p in out.rglob(f"samples_{task}_*.jsonl")  # not samples_<task>_dev_...
+                    if re.fullmatch(rf"samples_{task}_\d{{4}}-.*\.jsonl", p.name))
         samples[task] = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     return results, samples
 
@@ -106,6 +115,10 @@ def test_every_subtask_gets_calibrated_metrics_beside_its_own(runs) -> None:
     trec = manifest["trec_options"]["choice_calibration"]
     assert trec["classes"] == "positions" and trec["choice_counts"] == {"5": LIMIT // 3, "6": LIMIT - LIMIT // 3}
     assert "cc" in trec["left_out"] and "pmi" in trec["left_out"]
+    assert "acc_prior_ind,none" not in results["results"]["trec_options"]  # no split, and two choice counts
+    agnews = manifest["lettered_agnews"]["choice_calibration"]
+    assert agnews["split"] == "few-shot split 'dev'" and agnews["inductive_docs"] == DEV
+    assert agnews["auto"] == "prior_train" and sum(agnews["split_label_counts"]) == DEV
 
 
 def test_genclf_hf_log_likelihoods_equal_stock_hf(runs) -> None:
@@ -113,7 +126,7 @@ def test_genclf_hf_log_likelihoods_equal_stock_hf(runs) -> None:
     for task in samples:
         ours = {s["doc_id"]: s["genclf"]["label_loglikelihoods"] for s in samples[task]}
         theirs = {s["doc_id"]: [float(r[0][0]) for r in s["resps"]] for s in stock[task]}
-        assert ours.keys() == theirs.keys() and len(ours) == LIMIT
+        assert ours.keys() == theirs.keys() and len(ours) == (DEV if task == "lettered_agnews_dev" else LIMIT)
         for doc_id in ours:
             np.testing.assert_allclose(ours[doc_id], theirs[doc_id], atol=1e-4)
 
@@ -133,6 +146,21 @@ def test_calibrated_metrics_equal_an_offline_recomputation(runs) -> None:
         assert reported[f"f1_macro_{method},none"] == pytest.approx(cal.macro_f1(fitted, gold), abs=1e-9)
     assert reported["majority_share,none"] == pytest.approx(raw_share)
     assert reported["majority_share_prior,none"] <= raw_share  # prior matching spreads the letters
+    # the split-based methods, from the anchor's rows: the dev documents prompted and scored as the
+    # evaluated ones are (equal to the same documents evaluated as a task of their own)
+    anchor = next(s["genclf"]["anchor_scores"] for s in agnews if s["genclf"].get("anchor_scores"))
+    rows = np.array(anchor["inductive"])
+    dev = samples["lettered_agnews_dev"]
+    dev_scores = np.array([s["genclf"]["label_loglikelihoods"] for s in sorted(dev, key=lambda s: s["doc_id"])])
+    np.testing.assert_allclose(rows, dev_scores, atol=1e-4)
+    counts = np.bincount([s["genclf"]["gold"] for s in dev], minlength=4)
+    assert anchor["train_label_counts"] == counts.tolist()
+    prior_ind = cal.fit("prior", rows).apply(scores)
+    assert reported["acc_prior_ind,none"] == pytest.approx(cal.accuracy(prior_ind, gold), abs=1e-9)
+    prior_train = cal.fit("prior", scores, target_prior=counts / counts.sum()).apply(scores)
+    assert reported["acc_prior_train,none"] == pytest.approx(cal.accuracy(prior_train, gold), abs=1e-9)
+    assert reported["acc_auto,none"] == reported["acc_prior_train,none"]
+    assert isinstance(reported["acc_bcts_em,none"], float) == (len(set(counts.nonzero()[0])) == 4)
     trec = samples["trec_options"]
     correct = []
     for count in (5, 6):

@@ -19,20 +19,29 @@ fitted on its own documents), and the metrics are computed over all documents to
 bootstrap stderr is then left out (logged), as the resampling works on one score matrix.
 
 **Which methods apply.** Fitted on the evaluated documents' scores, no labels: ``prior`` (uniform
-prior matching), ``prior_em``, ``bc`` (batch calibration), and ``auto`` (= ``prior``, as no
-labelled training split is read for an arbitrary task). Left out, with the reason in the manifest
-(``left_out``): ``cc`` and ``dcpmi`` (a content-free document would have to guess which part of an
-arbitrary prompt is the input), ``pmi`` (each choice scored without its context, which the task
-does not request), and the inductive and label-shift methods (``*_ind``, ``prior_train``,
-``bcts_em``, ``bbse``: they need scored training-split documents with labels, not yet requested
-for arbitrary tasks). A task whose gold answer is a list (several right choices) is not wrapped.
+prior matching), ``prior_em``, ``bc`` (batch calibration). From the task's own labelled split
+apart from the evaluated one (its training split, else its validation split, else its few-shot
+split; the manifest names it): the ``*_ind`` fits on up to ``inductive_docs`` of its documents
+(task metadata, default 100, a seeded sample), prompted exactly as the evaluated ones (lm-eval's
+own ``fewshot_context`` with the run's settings) and scored once, by the first document's extra
+requests; ``prior_train`` and ``prior_train_ind`` (prior matching to that split's label
+distribution, every label present); ``bcts_em`` and ``bbse`` (label shift, every label among the
+sampled documents). ``auto`` is ``prior_train`` where the task has such a split, else ``prior``
+(``metrics.auto_method``). Left out, with the reason in the manifest (``left_out``): ``cc`` and
+``dcpmi`` (a content-free document would have to guess which part of an arbitrary prompt is the
+input), ``pmi`` (each choice scored without its context, which the task does not request), and
+the split-based methods where the task has no such split, its documents have another number of
+choices, or it lists its inputs as choices (``multiple_input``). A task whose gold answer is a
+list (several right choices) is not wrapped.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import logging
+import random
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -47,14 +56,17 @@ METHODS = ("prior", "prior_em", "bc", "auto")
 RAW_METRICS = ("f1_macro", "ece", "brier", "nll", "majority_share")
 """Raw metrics added beside the task's own (its ``acc`` is lm-eval's and stays lm-eval's)."""
 CALIBRATED_METRICS = ("acc", "f1_macro", "ece", "majority_share")
+SPLIT_METHODS = ("prior_ind", "prior_em_ind", "bc_ind")
+TRAIN_PRIOR_METHODS = ("prior_train", "prior_train_ind")
+LABEL_SHIFT_METHODS = ("bcts_em", "bbse")
 LEFT_OUT: dict[str, str] = {
     "cc": "needs a content-free document: which part of an arbitrary task's prompt is the input cannot be "
           "told without guessing",
     "dcpmi": "needs a content-free document (as cc)",
     "pmi": "needs each choice scored without its context, which the task does not request",
-    "prior_ind, prior_em_ind, bc_ind, prior_train, prior_train_ind, bcts_em, bbse":
-        "need scored training-split documents (and their labels), not requested for arbitrary tasks yet",
 }
+DEFAULT_INDUCTIVE_DOCS = 100
+INDUCTIVE_SEED = 1234
 ABSENT = -1e4
 """The log-probability of a choice a document does not have (exp underflows to exactly 0)."""
 HIGHER_IS_BETTER = {"acc": True, "f1_macro": True, "ece": False, "brier": False, "nll": False,
@@ -65,8 +77,8 @@ CHOICE_TASKS: dict[str, dict[str, Any]] = {}
 scored, read by the results manifest."""
 
 
-def metric_names() -> list[str]:
-    return [*RAW_METRICS, *(f"{m}_{method}" for method in METHODS for m in CALIBRATED_METRICS)]
+def metric_names(methods: Sequence[str] = METHODS) -> list[str]:
+    return [*RAW_METRICS, *(f"{m}_{method}" for method in methods for m in CALIBRATED_METRICS)]
 
 
 def iter_tasks(task_dict: Mapping[Any, Any]) -> Iterator[tuple[str, Any]]:
@@ -131,49 +143,158 @@ def _doc_key(doc: Any) -> str:
     return hashlib.sha1(repr(doc).encode("utf-8", "replace")).hexdigest()[:16]
 
 
+@dataclasses.dataclass
+class _Split:
+    """The task's labelled documents apart from the evaluated ones, for the split-based methods."""
+
+    source: str | None = None  # "training", "validation", "few-shot" split, or None
+    reason: str = ""
+    docs: list[Any] = dataclasses.field(default_factory=list)  # the sampled documents, scored once
+    labels: list[int] = dataclasses.field(default_factory=list)
+    counts: list[int] | None = None  # label counts over the whole split (every label present) or None
+
+
+def _labelled_split(name: str, task: Any, choices: int) -> _Split:
+    """The split the ``*_ind``, ``prior_train`` and label-shift methods use, or why there is none."""
+    config = task.config
+    if getattr(task, "multiple_input", False):
+        return _Split(reason="the task lists its inputs as choices (multiple_input)")
+    candidates = [("training", config.training_split, task.has_training_docs, task.training_docs),
+                  ("validation", config.validation_split, task.has_validation_docs, task.validation_docs),
+                  ("few-shot", config.fewshot_split, lambda: config.fewshot_split is not None, task.fewshot_docs)]
+    for source, split, has, read in candidates:
+        if split is None or split == config.test_split or not has():
+            continue
+        docs = [doc for doc in read() if len(task.doc_to_choice(doc)) == choices]
+        golds = [_gold_index(task, doc, list(task.doc_to_choice(doc))) for doc in docs]
+        labelled = [(doc, gold) for doc, gold in zip(docs, golds, strict=True) if gold is not None]
+        if not labelled:
+            continue
+        metadata = config.metadata if isinstance(config.metadata, dict) else {}
+        wanted = metadata.get("inductive_docs", DEFAULT_INDUCTIVE_DOCS)
+        if isinstance(wanted, bool) or not isinstance(wanted, int) or wanted < 0:
+            raise ValueError(f"--calibrate: task {name}: metadata inductive_docs must be a whole number, not {wanted!r}")
+        picked = sorted(random.Random(INDUCTIVE_SEED).sample(range(len(labelled)), min(wanted, len(labelled))))
+        counts = [0] * choices
+        for _, gold in labelled:
+            counts[gold] += 1
+        return _Split(f"{source} split {split!r}", "", [labelled[i][0] for i in picked],
+                      [labelled[i][1] for i in picked], counts if min(counts) > 0 else None)
+    return _Split(reason="the task has no labelled split apart from the evaluated one with as many choices")
+
+
+def _methods(split: _Split, choices: int, left_out: dict[str, str]) -> list[str]:
+    methods = ["prior", "prior_em", "bc"]
+    if split.docs:
+        methods += SPLIT_METHODS
+    else:
+        left_out[", ".join(SPLIT_METHODS)] = split.reason or "inductive_docs is 0"
+    if split.counts is not None:
+        methods += TRAIN_PRIOR_METHODS if split.docs else TRAIN_PRIOR_METHODS[:1]
+    else:
+        left_out[", ".join(TRAIN_PRIOR_METHODS)] = split.reason or f"a choice has no document in the {split.source}"
+    if split.docs and len(set(split.labels)) == choices:
+        methods += LABEL_SHIFT_METHODS
+    else:
+        left_out[", ".join(LABEL_SHIFT_METHODS)] = split.reason or (
+            f"not every choice is the gold one among the {len(split.docs)} sampled documents of the {split.source}")
+    return [*methods, "auto"]
+
+
 def _wrap(name: str, task: Any) -> None:
-    original = task.process_results
+    choices = len(task.doc_to_choice(task.eval_docs[0]))
+    counts = {len(task.doc_to_choice(doc)) for doc in task.eval_docs}
+    split = _labelled_split(name, task, choices) if len(counts) == 1 else _Split(
+        reason=f"the evaluated documents have {sorted(counts)} choices: a fit on the split's documents has one count")
+    left_out = dict(LEFT_OUT)
+    methods = _methods(split, choices, left_out)
+    auto, reason = metrics.auto_method({metrics.TRAIN_PRIOR_KEY: split.counts} if split.counts else None)
     entry = CHOICE_TASKS.setdefault(name, {"classes": None, "choices": None, "choice_counts": {},
-                                           "methods": list(METHODS), "auto": "prior",
-                                           "auto_reason": "no labelled training split is read for an arbitrary task: "
-                                                          "match a uniform prior",
-                                           "left_out": dict(LEFT_OUT), "skipped_documents": 0})
-    anchor = {"task": name, metrics.ANCHOR_METHODS: list(METHODS)}
+                                           "methods": methods, "auto": auto, "auto_reason": reason,
+                                           "split": split.source, "inductive_docs": len(split.docs),
+                                           "split_label_counts": split.counts, "left_out": left_out,
+                                           "skipped_documents": 0})
+    original = task.process_results
+    original_context = task.fewshot_context
+    original_requests = task.construct_requests
+    state: dict[str, Any] = {"context": None, "anchor": None, "extra": 0}
+
+    @functools.wraps(original_context)
+    def fewshot_context(doc: Any, *args: Any, **kwargs: Any) -> Any:
+        state["context"] = (args, kwargs)  # the run's settings, to prompt the split's documents alike
+        return original_context(doc, *args, **kwargs)
+
+    @functools.wraps(original_requests)
+    def construct_requests(doc: Any, ctx: Any, **kwargs: Any) -> Any:
+        requests = original_requests(doc=doc, ctx=ctx, **kwargs)
+        if state["anchor"] is not None:
+            return requests
+        requests = list(requests) if isinstance(requests, list) else [requests]
+        state["anchor"] = _doc_key(doc)  # the first document this rank builds: it carries the extras
+        args, context_kwargs = state["context"] or ((), {})
+        extra = []
+        for other in split.docs:
+            other_kwargs = {**context_kwargs, **({"gen_prefix": task.doc_to_prefix(other)}
+                                                 if "gen_prefix" in context_kwargs else {})}
+            other_requests = original_requests(doc=other, ctx=original_context(other, *args, **other_kwargs), **kwargs)
+            for request in list(other_requests)[:choices]:  # not acc_mutual_info's unconditional ones
+                extra.append(dataclasses.replace(request, doc=doc, idx=len(requests) + len(extra)))
+        state["extra"] = len(extra)
+        return requests + extra
 
     @functools.wraps(original)
     def process_results(doc: Any, results: Sequence[Any]) -> dict[str, Any]:
-        out = original(doc, results)
-        choices = list(task.doc_to_choice(doc))
-        lls = [float(result[0]) for result in results][: len(choices)]  # acc_mutual_info appends more
-        gold = _gold_index(task, doc, choices)
-        if gold is None or len(lls) != len(choices):
+        is_anchor = state["anchor"] is not None and _doc_key(doc) == state["anchor"]
+        extra = state["extra"] if is_anchor and len(results) > state["extra"] else 0
+        own, rows = (list(results[:len(results) - extra]), list(results[len(results) - extra:])) if extra else (
+            list(results), [])
+        out = original(doc, own)
+        doc_choices = list(task.doc_to_choice(doc))
+        lls = [float(result[0]) for result in own][: len(doc_choices)]  # acc_mutual_info appends more
+        gold = _gold_index(task, doc, doc_choices)
+        if gold is None or len(lls) != len(doc_choices):
             entry["skipped_documents"] += 1  # lm-eval warned about its label already
             return out
-        counts = entry["choice_counts"]
-        counts[str(len(choices))] = counts.get(str(len(choices)), 0) + 1
-        if len(counts) == 2 and "stderr" not in entry:
-            entry["stderr"] = ("left out: the documents have different numbers of choices, each count calibrated "
-                               "apart, and the bootstrap resamples one score matrix")
-            logger.warning("%s: documents with different numbers of choices; each count is calibrated apart and "
-                           "genclf's stderr is left out", name)
-        if entry["classes"] is None:
-            entry["classes"], entry["choices"] = "choices", choices
-        elif entry["classes"] == "choices" and choices != entry["choices"]:
-            entry["classes"], entry["choices"] = "positions", None
+        _count_choices(name, entry, doc_choices)
+        anchor = None
+        if is_anchor:
+            anchor = {"task": name, metrics.ANCHOR_METHODS: [m for m in methods if m != "auto"] + ["auto"]}
+            if rows:
+                values = [float(result[0]) for result in rows]
+                anchor[metrics.INDUCTIVE_SECTION] = [values[i:i + choices] for i in range(0, len(values), choices)]
+                anchor[metrics.INDUCTIVE_LABELS] = list(split.labels)
+            if split.counts is not None:
+                anchor[metrics.TRAIN_PRIOR_KEY] = list(split.counts)
         item = metrics.make_item(_doc_key(doc), gold, lls, anchor)
-        for metric in metric_names():
+        for metric in metric_names(methods):
             if metric not in out:
                 out[metric] = item
         return out
 
+    task.fewshot_context = fewshot_context
+    task.construct_requests = construct_requests
     task.process_results = process_results
-    for metric in metric_names():
+    for metric in metric_names(methods):
         if metric in task._aggregation_list:
             logger.warning("--calibrate: %s reports a metric of its own named %s; genclf's is left out", name, metric)
             continue
         task._aggregation_list[metric] = aggregation(metric)
         task._higher_is_better[metric] = HIGHER_IS_BETTER[metrics.split_metric_name(metric)[0]]
     task._genclf_choice_calibration = True
+
+
+def _count_choices(name: str, entry: dict[str, Any], choices: list[str]) -> None:
+    counts = entry["choice_counts"]
+    counts[str(len(choices))] = counts.get(str(len(choices)), 0) + 1
+    if len(counts) == 2 and "stderr" not in entry:
+        entry["stderr"] = ("left out: the documents have different numbers of choices, each count calibrated "
+                           "apart, and the bootstrap resamples one score matrix")
+        logger.warning("%s: documents with different numbers of choices; each count is calibrated apart and "
+                       "genclf's stderr is left out", name)
+    if entry["classes"] is None:
+        entry["classes"], entry["choices"] = "choices", choices
+    elif entry["classes"] == "choices" and choices != entry["choices"]:
+        entry["classes"], entry["choices"] = "positions", None
 
 
 def aggregation(name: str) -> Callable[[Sequence[metrics.ScoreItem]], float]:
