@@ -80,7 +80,7 @@ def _run(folder: Path, out: Path, model: str, calibrate: bool) -> tuple[dict, di
 
     argv = ["--model", model, "--model_args", "pretrained=default,dtype=float32", "--tasks", "mc_group",
             "--include_path", str(folder), "--limit", str(DEV), "--log_samples", "--output_path", str(out),
-            "--batch_size", "8", *(["--calibrate"] if calibrate else [])]
+            "--batch_size", "8", *(["--calibrate", "--circular"] if calibrate else [])]
     assert main(argv) == 0
     results = json.loads(next(out.rglob("results_*.json")).read_text())
     samples = {}
@@ -169,6 +169,33 @@ def test_calibrated_metrics_equal_an_offline_recomputation(runs) -> None:
         predicted = cal.fit("prior", group_scores).apply(group_scores).argmax(axis=1)
         correct += list(predicted == np.array([s["genclf"]["gold"] for s in group]))
     assert results["results"]["trec_options"]["acc_prior,none"] == pytest.approx(np.mean(correct), abs=1e-9)
+
+
+def test_circular_eval_rotates_the_options_and_leaves_the_tasks_own_metrics(runs) -> None:
+    """--circular asks each lettered document under every rotation of its options (prompted as the
+    document is); acc_circular and order_changes follow from the logged log-likelihoods, and a task
+    whose prompt does not list its options is left out with the reason."""
+    (results, samples), (stock, _) = runs
+    ours = results["results"]["lettered_agnews"]
+    assert ours["acc,none"] == stock["results"]["lettered_agnews"]["acc,none"]  # 12 more requests per document
+    right, changed = [], []
+    for sample in samples["lettered_agnews"]:
+        lls = [float(r[0][0]) for r in sample["resps"]]
+        rows = [lls[:4]] + [lls[len(lls) - 12 + 4 * i: len(lls) - 8 + 4 * i] for i in range(3)]
+        gold = sample["doc"]["answer"]
+        picks = [int(np.argmax(row)) for row in rows]
+        right.append(all(p == (gold - shift) % 4 for shift, p in enumerate(picks)))
+        changed.append(len({(p + shift) % 4 for shift, p in enumerate(picks)}) > 1)
+        prompts = [v["arg_0"] for v in sample["arguments"].values()]
+        options = sample["doc"]["choices"]
+        assert f"A. {options[1]}\nB. {options[2]}" in prompts[-12]  # the first rotation's prompt
+        assert f"A. {options[2]}\nB. {options[3]}" in prompts[-8]
+    assert ours["acc_circular,none"] == pytest.approx(np.mean(right))
+    assert ours["order_changes,none"] == pytest.approx(np.mean(changed))
+    assert ours["acc_circular,none"] <= ours["acc,none"]
+    manifest = results["genclf_manifest"]["tasks"]
+    assert manifest["lettered_agnews"]["choice_calibration"]["circular"]["options_field"] == "choices"
+    assert manifest["trec_options"]["choice_calibration"]["circular"].startswith("left out: ")
 
 
 def test_a_run_without_multiple_choice_tasks_is_refused_before_scoring(capsys, default_model_dir: Path) -> None:

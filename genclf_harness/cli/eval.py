@@ -11,7 +11,8 @@ Same flags and output as ``lm_eval``. On top of it:
   (``genclf_harness.harness.local_tasks``);
 - every results file gets a ``genclf_manifest`` (see ``genclf_harness.harness.manifest``);
 - ``--calibrate`` adds genclf's raw and calibrated metrics to every ``multiple_choice`` task of the
-  run, stock or your own, its YAML unchanged (``genclf_harness.harness.choice_calibration``);
+  run, stock or your own, its YAML unchanged (``genclf_harness.harness.choice_calibration``), and
+  ``--circular`` CircularEval to every lettered one (``genclf_harness.harness.circular_eval``);
 - bad arguments are refused before any model work (``genclf_harness.cli.eval_checks``), results are
   written atomically and a failed save is a non-zero exit (``genclf_harness.cli.results_file``),
   and errors this package understands are one line ``genclf-eval: ...`` with exit status 2
@@ -63,13 +64,17 @@ def install_manifest_hook() -> None:
 
     @functools.wraps(original)
     def evaluate_with_manifest(lm, task_dict, *args, **kwargs):
-        if CALIBRATE_CHOICES["on"]:
-            from genclf_harness.harness.choice_calibration import calibrate_choice_tasks
+        try:  # before any scoring
+            if CHOICE_FLAGS["--calibrate"]:
+                from genclf_harness.harness.choice_calibration import calibrate_choice_tasks
 
-            try:
-                calibrate_choice_tasks(task_dict)  # before any scoring
-            except ValueError as err:
-                raise UsageError(str(err)) from None
+                calibrate_choice_tasks(task_dict)
+            if CHOICE_FLAGS["--circular"]:
+                from genclf_harness.harness.circular_eval import add_circular
+
+                add_circular(task_dict)
+        except ValueError as err:
+            raise UsageError(str(err)) from None
         results = original(lm, task_dict, *args, **kwargs)
         if results is not None:
             from genclf_harness.harness.manifest import MANIFEST_KEY, build_manifest
@@ -134,17 +139,17 @@ def _requested_tasks(tasks: str | Sequence[str] | None) -> list[str]:
     return [name.strip() for item in items for name in str(item).split(",") if name.strip()]
 
 
-CALIBRATE_FLAG = "--calibrate"
-CALIBRATE_CHOICES = {"on": False}
-"""Whether this run wraps every multiple-choice task with genclf's calibrated metrics
-(``genclf-eval --calibrate``; ``genclf_harness.harness.choice_calibration``)."""
+CHOICE_FLAGS = {"--calibrate": False, "--circular": False}
+"""genclf-eval's own flags (unknown to lm-eval) for arbitrary multiple-choice tasks: ``--calibrate``
+adds genclf's calibrated metrics (``genclf_harness.harness.choice_calibration``), ``--circular``
+CircularEval over option rotations (``genclf_harness.harness.circular_eval``)."""
 
 
-def take_calibrate_flag(argv: Sequence[str]) -> list[str]:
-    """``argv`` without ``--calibrate`` (genclf-eval's own flag, unknown to lm-eval), remembering it."""
-    out = [arg for arg in argv if arg != CALIBRATE_FLAG]
-    CALIBRATE_CHOICES["on"] = len(out) != len(argv)
-    return out
+def take_choice_flags(argv: Sequence[str]) -> list[str]:
+    """``argv`` without genclf-eval's own flags, remembering which were given."""
+    for flag in CHOICE_FLAGS:
+        CHOICE_FLAGS[flag] = flag in argv
+    return [arg for arg in argv if arg not in CHOICE_FLAGS]
 
 
 LM_EVAL_USAGE_ERRORS = ("Invalid JSON:", "Tasks not found:", "No tasks specified")
@@ -179,7 +184,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     install_manifest_hook()
     setup_logging()
     show_package_logs()
-    args_in = take_calibrate_flag(list(sys.argv[1:] if argv is None else argv))
+    args_in = take_choice_flags(list(sys.argv[1:] if argv is None else argv))
     # HarnessCLI reads sys.argv itself (it inserts the legacy "run" subcommand there).
     sys.argv = [sys.argv[0] if sys.argv else "genclf-eval", *rewrite_default_model(args_in)]
     parser = HarnessCLI()

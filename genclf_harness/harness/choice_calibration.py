@@ -48,6 +48,7 @@ from typing import Any
 import numpy as np
 
 from genclf_harness.harness import metrics
+from genclf_harness.harness.choice_requests import ContextRecorder, base_requests, requests_for
 
 logger = logging.getLogger(__name__)
 
@@ -128,7 +129,7 @@ def _check_first_document(name: str, task: Any) -> None:
                          "choice(s); calibration needs at least two")
 
 
-def _gold_index(task: Any, doc: Any, choices: Sequence[str]) -> int | None:
+def gold_index(task: Any, doc: Any, choices: Sequence[str]) -> int | None:
     """The gold choice's index, as lm-eval's own multiple-choice scoring reads it (None when out of range)."""
     gold = task.doc_to_text(doc) if getattr(task, "multiple_input", False) else task.doc_to_target(doc)
     if isinstance(gold, str):
@@ -166,7 +167,7 @@ def _labelled_split(name: str, task: Any, choices: int) -> _Split:
         if split is None or split == config.test_split or not has():
             continue
         docs = [doc for doc in read() if len(task.doc_to_choice(doc)) == choices]
-        golds = [_gold_index(task, doc, list(task.doc_to_choice(doc))) for doc in docs]
+        golds = [gold_index(task, doc, list(task.doc_to_choice(doc))) for doc in docs]
         labelled = [(doc, gold) for doc, gold in zip(docs, golds, strict=True) if gold is not None]
         if not labelled:
             continue
@@ -215,14 +216,10 @@ def _wrap(name: str, task: Any) -> None:
                                            "split_label_counts": split.counts, "left_out": left_out,
                                            "skipped_documents": 0})
     original = task.process_results
-    original_context = task.fewshot_context
+    base = base_requests(task)  # the split's documents' own requests, without any genclf extras
     original_requests = task.construct_requests
-    state: dict[str, Any] = {"context": None, "anchor": None, "extra": 0}
-
-    @functools.wraps(original_context)
-    def fewshot_context(doc: Any, *args: Any, **kwargs: Any) -> Any:
-        state["context"] = (args, kwargs)  # the run's settings, to prompt the split's documents alike
-        return original_context(doc, *args, **kwargs)
+    recorder = ContextRecorder.of(task)  # the run's prompt settings, to prompt the split's documents alike
+    state: dict[str, Any] = {"anchor": None, "extra": 0}
 
     @functools.wraps(original_requests)
     def construct_requests(doc: Any, ctx: Any, **kwargs: Any) -> Any:
@@ -231,14 +228,10 @@ def _wrap(name: str, task: Any) -> None:
             return requests
         requests = list(requests) if isinstance(requests, list) else [requests]
         state["anchor"] = _doc_key(doc)  # the first document this rank builds: it carries the extras
-        args, context_kwargs = state["context"] or ((), {})
-        extra = []
+        extra: list[Any] = []
         for other in split.docs:
-            other_kwargs = {**context_kwargs, **({"gen_prefix": task.doc_to_prefix(other)}
-                                                 if "gen_prefix" in context_kwargs else {})}
-            other_requests = original_requests(doc=other, ctx=original_context(other, *args, **other_kwargs), **kwargs)
-            for request in list(other_requests)[:choices]:  # not acc_mutual_info's unconditional ones
-                extra.append(dataclasses.replace(request, doc=doc, idx=len(requests) + len(extra)))
+            extra += requests_for(base, doc, other, recorder.context_for(other), kwargs, choices,
+                                  len(requests) + len(extra))
         state["extra"] = len(extra)
         return requests + extra
 
@@ -251,7 +244,7 @@ def _wrap(name: str, task: Any) -> None:
         out = original(doc, own)
         doc_choices = list(task.doc_to_choice(doc))
         lls = [float(result[0]) for result in own][: len(doc_choices)]  # acc_mutual_info appends more
-        gold = _gold_index(task, doc, doc_choices)
+        gold = gold_index(task, doc, doc_choices)
         if gold is None or len(lls) != len(doc_choices):
             entry["skipped_documents"] += 1  # lm-eval warned about its label already
             return out
@@ -271,7 +264,6 @@ def _wrap(name: str, task: Any) -> None:
                 out[metric] = item
         return out
 
-    task.fewshot_context = fewshot_context
     task.construct_requests = construct_requests
     task.process_results = process_results
     for metric in metric_names(methods):
