@@ -160,6 +160,9 @@ def test_calibrated_metrics_equal_an_offline_recomputation(runs) -> None:
     prior_train = cal.fit("prior", scores, target_prior=counts / counts.sum()).apply(scores)
     assert reported["acc_prior_train,none"] == pytest.approx(cal.accuracy(prior_train, gold), abs=1e-9)
     assert reported["acc_auto,none"] == reported["acc_prior_train,none"]
+    # pmi: every document has the letters A-D, each scored once after an empty context
+    unconditional = np.array(anchor["pmi"][0])
+    assert reported["acc_pmi,none"] == pytest.approx(cal.accuracy(scores - unconditional, gold), abs=1e-9)
     assert isinstance(reported["acc_bcts_em,none"], float) == (len(set(counts.nonzero()[0])) == 4)
     trec = samples["trec_options"]
     correct = []
@@ -204,3 +207,19 @@ def test_a_run_without_multiple_choice_tasks_is_refused_before_scoring(capsys, d
     assert main(["--model", "genclf-hf", "--model_args", "pretrained=default", "--tasks", "genclf_sst2_gen",
                  "--limit", "2", "--calibrate"]) == 2
     assert "no multiple-choice task to calibrate" in capsys.readouterr().err
+
+
+def test_documents_with_one_choice_are_refused_before_scoring(choice_tasks: Path, capsys,
+                                                              default_model_dir: Path) -> None:
+    from genclf_harness.cli.eval import main
+
+    folder = choice_tasks.parent / "one_choice_tasks"
+    folder.mkdir(exist_ok=True)
+    (folder / "one_choice.yaml").write_text(
+        "task: one_choice\ndataset_path: json\ndataset_name: null\n"
+        f"dataset_kwargs:\n  data_files:\n    test: {choice_tasks / 'agnews_test.jsonl'}\n"
+        "test_split: test\noutput_type: multiple_choice\ndoc_to_text: \"{{question}}\\nAnswer:\"\n"
+        "doc_to_choice: \"{{choices[:1]}}\"\ndoc_to_target: 0\nmetric_list:\n  - metric: acc\n")
+    assert main(["--model", "genclf-hf", "--model_args", "pretrained=default", "--tasks", "one_choice",
+                 "--include_path", str(folder), "--limit", "2", "--calibrate"]) == 2
+    assert "task one_choice's first document has 1 choice(s)" in capsys.readouterr().err

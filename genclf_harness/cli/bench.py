@@ -34,6 +34,8 @@ def _known() -> None:
                         "zero-shot (raw, calibrated) -> SFT -> SFT+GRPO accuracy and time per stage")
     register_subcommand("seams", "genclf_harness.cli.bench_seams",
                         "how often lm-eval's context/continuation split crosses a token seam, per task and template")
+    register_subcommand("choices", "genclf_harness.cli.bench_choices",
+                        "lm-eval's MMLU template over lettered AG News/TREC: raw vs calibrated, CircularEval, speed")
     register_subcommand("bootstrap", "genclf_harness.cli.bench_bootstrap",
                         "lm-eval's bootstrap stderr vs genclf's (vectorised, refitting): seconds and agreement")
     register_subcommand("bon", "genclf_harness.cli.bench_bon",

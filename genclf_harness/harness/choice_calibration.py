@@ -19,7 +19,9 @@ fitted on its own documents), and the metrics are computed over all documents to
 bootstrap stderr is then left out (logged), as the resampling works on one score matrix.
 
 **Which methods apply.** Fitted on the evaluated documents' scores, no labels: ``prior`` (uniform
-prior matching), ``prior_em``, ``bc`` (batch calibration). From the task's own labelled split
+prior matching), ``prior_em``, ``bc`` (batch calibration); ``pmi`` where every document has the
+same choices (each choice scored once after an empty context, as lm-eval's ``acc_mutual_info``
+does, and subtracted). From the task's own labelled split
 apart from the evaluated one (its training split, else its validation split, else its few-shot
 split; the manifest names it): the ``*_ind`` fits on up to ``inductive_docs`` of its documents
 (task metadata, default 100, a seeded sample), prompted exactly as the evaluated ones (lm-eval's
@@ -29,8 +31,8 @@ distribution, every label present); ``bcts_em`` and ``bbse`` (label shift, every
 sampled documents). ``auto`` is ``prior_train`` where the task has such a split, else ``prior``
 (``metrics.auto_method``). Left out, with the reason in the manifest (``left_out``): ``cc`` and
 ``dcpmi`` (a content-free document would have to guess which part of an arbitrary prompt is the
-input), ``pmi`` (each choice scored without its context, which the task does not request), and
-the split-based methods where the task has no such split, its documents have another number of
+input), ``pmi`` where the choices differ per document (each document's would be scored without
+context: twice the requests), and the split-based methods where the task has no such split, its documents have another number of
 choices, or it lists its inputs as choices (``multiple_input``). A task whose gold answer is a
 list (several right choices) is not wrapped.
 """
@@ -203,12 +205,21 @@ def _methods(split: _Split, choices: int, left_out: dict[str, str]) -> list[str]
 
 
 def _wrap(name: str, task: Any) -> None:
-    choices = len(task.doc_to_choice(task.eval_docs[0]))
-    counts = {len(task.doc_to_choice(doc)) for doc in task.eval_docs}
+    first = list(task.doc_to_choice(task.eval_docs[0]))
+    choices = len(first)
+    lists = [list(task.doc_to_choice(doc)) for doc in task.eval_docs]
+    counts = {len(options) for options in lists}
+    fixed = all(options == first for options in lists) and not getattr(task, "multiple_input", False)
     split = _labelled_split(name, task, choices) if len(counts) == 1 else _Split(
         reason=f"the evaluated documents have {sorted(counts)} choices: a fit on the split's documents has one count")
     left_out = dict(LEFT_OUT)
     methods = _methods(split, choices, left_out)
+    if fixed:  # one unconditional score per choice, shared by every document
+        del left_out["pmi"]
+        methods.insert(3, "pmi")
+    else:
+        left_out["pmi"] = ("the choices differ per document: each document's choices would be scored without "
+                           "context too (lm-eval's acc_mutual_info does that, doubling the requests)")
     auto, reason = metrics.auto_method({metrics.TRAIN_PRIOR_KEY: split.counts} if split.counts else None)
     entry = CHOICE_TASKS.setdefault(name, {"classes": None, "choices": None, "choice_counts": {},
                                            "methods": methods, "auto": auto, "auto_reason": reason,
@@ -232,6 +243,10 @@ def _wrap(name: str, task: Any) -> None:
         for other in split.docs:
             extra += requests_for(base, doc, other, recorder.context_for(other), kwargs, choices,
                                   len(requests) + len(extra))
+        if fixed:  # each choice after an empty context, as lm-eval's acc_mutual_info scores it
+            delimiter = requests[0].arguments[1][: len(requests[0].arguments[1]) - len(first[0])]
+            extra += [dataclasses.replace(requests[0], arguments=("", f"{delimiter}{option}"),
+                                          idx=len(requests) + len(extra) + i) for i, option in enumerate(first)]
         state["extra"] = len(extra)
         return requests + extra
 
@@ -252,8 +267,11 @@ def _wrap(name: str, task: Any) -> None:
         anchor = None
         if is_anchor:
             anchor = {"task": name, metrics.ANCHOR_METHODS: [m for m in methods if m != "auto"] + ["auto"]}
-            if rows:
-                values = [float(result[0]) for result in rows]
+            values = [float(result[0]) for result in rows]
+            if fixed:
+                anchor["pmi"] = [values[len(values) - choices:]]
+                values = values[: len(values) - choices]
+            if values:
                 anchor[metrics.INDUCTIVE_SECTION] = [values[i:i + choices] for i in range(0, len(values), choices)]
                 anchor[metrics.INDUCTIVE_LABELS] = list(split.labels)
             if split.counts is not None:
