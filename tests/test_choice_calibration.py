@@ -223,3 +223,13 @@ def test_documents_with_one_choice_are_refused_before_scoring(choice_tasks: Path
     assert main(["--model", "genclf-hf", "--model_args", "pretrained=default", "--tasks", "one_choice",
                  "--include_path", str(folder), "--limit", "2", "--calibrate"]) == 2
     assert "task one_choice's first document has 1 choice(s)" in capsys.readouterr().err
+
+
+def test_stock_hf_gets_the_calibrated_metrics_too(choice_tasks: Path, tmp_path: Path, default_model_dir: Path) -> None:
+    from genclf_harness.cli.eval import main
+
+    assert main(["--model", "hf", "--model_args", "pretrained=default,dtype=float32", "--tasks", "lettered_agnews",
+                 "--include_path", str(choice_tasks), "--limit", "6", "--output_path", str(tmp_path),
+                 "--calibrate"]) == 0
+    results = json.loads(next(tmp_path.rglob("results_*.json")).read_text())["results"]["lettered_agnews"]
+    assert {"acc,none", "acc_prior,none", "acc_pmi,none", "acc_prior_train,none"} <= set(results)

@@ -13,6 +13,7 @@ stock ``hf`` and ``genclf-hf`` score the same requests with the compute bound, a
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import random
 import sys
@@ -72,9 +73,10 @@ def accuracy_rows(folder: Path, tasks: list[str], shots: int, limit: int, batch_
     from genclf_harness.cli.eval import run as eval_run
 
     out = folder / f"results_{shots}shot"
-    eval_run(["--model", "genclf-hf", "--model_args", "pretrained=default,dtype=float32", "--tasks", ",".join(tasks),
-              "--include_path", str(folder), "--limit", str(limit), "--num_fewshot", str(shots),
-              "--batch_size", str(batch_size), "--output_path", str(out), "--calibrate", "--circular"])
+    with contextlib.redirect_stdout(sys.stderr):  # lm-eval's own table: this command prints its own
+        eval_run(["--model", "genclf-hf", "--model_args", "pretrained=default,dtype=float32", "--tasks", ",".join(tasks),
+                  "--include_path", str(folder), "--limit", str(limit), "--num_fewshot", str(shots),
+                  "--batch_size", str(batch_size), "--output_path", str(out), "--calibrate", "--circular"])
     results = json.loads(next(out.rglob("results_*.json")).read_text())["results"]
     return [{"task": task, "num_fewshot": shots, "docs": results[task].get("sample_len"),
              **{c: results[task].get(f"{c},none") for c in COLUMNS}} for task in tasks]

@@ -30,7 +30,7 @@ import re
 import sys
 from collections.abc import Iterator, Sequence
 
-from genclf_harness.cli.errors import UsageError, console_main
+from genclf_harness.cli.errors import UsageError, console_main, set_interrupt_note
 
 _DEFAULT_PRETRAINED = re.compile(r"(^|,)\s*pretrained\s*=\s*default\s*(?=,|$)")
 
@@ -192,6 +192,8 @@ def run(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args()
     requested = _requested_tasks(getattr(args, "tasks", None))
     check_arguments(args, requested)  # before any model or data work
+    set_interrupt_note(lambda: "no results were written (lm-eval writes them when every task is done); run the "
+                               "command again")
     install_safe_save()
     if hasattr(args, "include_path"):
         user_paths = [p for p in (args.include_path or "").split(",") if p] if isinstance(
