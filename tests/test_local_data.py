@@ -314,7 +314,7 @@ def test_files_as_other_tools_write_them(data_dir: Path, tmp_path: Path) -> None
 
 
 def test_answer_cue_keeps_literal_braces(data_dir: Path, tmp_path: Path) -> None:
-    from genclf_harness.harness.classification_task import _answer_cue
+    from genclf_harness.prompts.channel import answer_cue as _answer_cue
 
     meta = {"labels": ["entailment", "not_entailment"], "template": "{premise}\n{hypothesis}\nAnswer {{yes/no}}:"}
     assert _answer_cue(spec_from_folder(_nli(data_dir, tmp_path, meta=meta))) == "Answer {yes/no}:"

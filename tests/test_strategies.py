@@ -17,7 +17,7 @@ os.environ.setdefault("HF_EVALUATE_OFFLINE", "1")
 
 from genclf_harness.data import get_spec, list_specs  # noqa: E402
 from genclf_harness.harness.tasks import load_classification, strategy_task_name  # noqa: E402
-from genclf_harness.prompts import SWEEP_STRATEGIES, ClassificationPrompt, PromptStrategy  # noqa: E402
+from genclf_harness.prompts import CHANNEL_STRATEGIES, SWEEP_STRATEGIES, ClassificationPrompt, PromptStrategy  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 STRATEGY_TASKS = REPO / "tasks" / "strategies"
@@ -65,10 +65,14 @@ def test_every_strategy_yaml_names_its_task_and_strategy() -> None:
         kwargs = config["dataset_kwargs"]
         decoding = "gen" if config["output_type"] == "generate_until" else "ppl"
         assert config["task"] == path.stem == strategy_task_name(kwargs["dataset"], kwargs["strategy"], decoding)
-        assert config["num_fewshot"] == 0 and config["doc_to_text"] == "prompt" and config["description"] == ""
+        channel = PromptStrategy.parse(kwargs["strategy"]).channel
+        # a channel task is lm-eval's multiple-input form: the gold index as its text, one context per label
+        assert config["doc_to_text"] == ("gold" if channel else "prompt")
+        assert config["num_fewshot"] == 0 and config["description"] == ""
         assert config["test_split"] == get_spec(kwargs["dataset"]).eval_split
         seen.add(config["task"])
     expected = {strategy_task_name(d, s, dec) for d in list_specs() for s in SWEEP_STRATEGIES for dec in ("ppl", "gen")}
+    expected |= {strategy_task_name(d, s) for d in list_specs() for s in CHANNEL_STRATEGIES}
     assert seen == expected - {f"genclf_{d}" for d in list_specs()}
 
 
@@ -247,10 +251,11 @@ def test_manifest_of_a_strategy_task_names_its_answers_and_instruction() -> None
     manager = TaskManager(include_path=str(tasks_dir()), include_defaults=False)
     loaded = manager.load(["genclf_sst2_num_gen", "genclf_sst2_bal3", "genclf_sst2"])["tasks"]
     numeric = task_manifest(loaded["genclf_sst2_num_gen"], tokenizer=None)
-    assert numeric["label_words"] == ["1", "2"] and numeric["strategy"] == {"name": "num", "demonstrations": "zero", "k": 0}
+    assert numeric["label_words"] == ["1", "2"] and numeric["strategy"] == {"name": "num", "demonstrations": "zero", "k": 0,
+                                                                              "direction": "direct"}
     assert numeric["prompt"]["instruction"] == loaded["genclf_sst2_num_gen"].test_docs()[0]["instruction"]
     assert "1 means negative." in numeric["prompt"]["instruction"]
     balanced = task_manifest(loaded["genclf_sst2_bal3"], tokenizer=None)
-    assert balanced["strategy"] == {"name": "bal3", "demonstrations": "balanced", "k": 3}
+    assert balanced["strategy"] == {"name": "bal3", "demonstrations": "balanced", "k": 3, "direction": "direct"}
     plain = task_manifest(loaded["genclf_sst2"], tokenizer=None)
     assert "strategy" not in plain and plain["label_words"] == ["negative", "positive"]

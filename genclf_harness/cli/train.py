@@ -21,6 +21,8 @@ RECIPES: dict[str, tuple[str, str]] = {
     "grpo": ("genclf_harness.training.grpo", "GRPO with a rule-based label reward (GenCLS++ RL stage)"),
     "genrm": ("genclf_harness.training.genrm", "SFT of a generative verifier (GenRM) on Yes/No verification"),
     "stepwiser": ("genclf_harness.training.stepwiser", "GRPO of a stepwise judge on Monte-Carlo step labels"),
+    "channel": ("genclf_harness.training.channel",
+                "a classifier in the channel direction: the input given each label (likelihood, unlikelihood, ranking)"),
 }
 
 

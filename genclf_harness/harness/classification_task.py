@@ -27,7 +27,6 @@ import functools
 import importlib
 import logging
 import random
-import string
 from typing import Any
 
 import yaml
@@ -36,6 +35,8 @@ from lm_eval.api.task import ConfigurableTask
 
 from genclf_harness.data import DataError, get_spec
 from genclf_harness.harness.metrics import (
+    ALL_METHODS,
+    ANCHOR_METHODS,
     ANCHOR_SECTIONS,
     CONTENT_FREE_INPUTS,
     INDUCTIVE_LABELS,
@@ -43,9 +44,11 @@ from genclf_harness.harness.metrics import (
     LABELLED_METHODS,
     TRAIN_PRIOR_KEY,
     make_item,
+    split_metric_name,
 )
 from genclf_harness.data.specs import DatasetSpec
 from genclf_harness.prompts import render_input
+from genclf_harness.prompts.channel import answer_cue
 
 logger = logging.getLogger(__name__)
 
@@ -117,6 +120,11 @@ def complete_config(config: dict[str, Any] | None) -> tuple[dict[str, Any], Data
 class GenclfClassificationTask(ConfigurableTask):
     """A multiple-choice classification task whose results feed calibrated metrics."""
 
+    anchor_sections: tuple[tuple[str, int], ...] = ANCHOR_SECTIONS
+    """The anchor's score sections before the inductive rows: (calibration, rows)."""
+    left_out_methods: frozenset[str] = frozenset()
+    """Calibrations that do not apply to the task's kind of scores (their metrics are left out)."""
+
     def __init__(self, config: dict[str, Any] | None = None, **kwargs: Any) -> None:
         config, self.genclf_spec = complete_config(config)
         # A config-level process_results also tells lm-eval that the metric names are ours (it
@@ -156,16 +164,25 @@ class GenclfClassificationTask(ConfigurableTask):
 
     def construct_requests(self, doc: dict, ctx: Any, **kwargs: Any) -> list[Instance]:
         requests = super().construct_requests(doc, ctx, **kwargs)
-        if self._anchor_built or self._metrics_overridden or not isinstance(ctx, str):
+        if self._anchor_built or self._metrics_overridden:
+            return requests
+        extra = self._anchor_arguments(doc, ctx, requests)
+        if extra is None:
             return requests
         self._anchor_built = True
-        continuations = [instance.arguments[1] for instance in requests]
         metadata = kwargs.get("metadata")
-        extra = [(context, cont) for context in self._anchor_contexts(doc, ctx) for cont in continuations]
         return requests + [
             Instance(request_type="loglikelihood", doc=doc, arguments=args, idx=len(requests) + i, metadata=metadata)
             for i, args in enumerate(extra)
         ]
+
+    def _anchor_arguments(self, doc: dict, ctx: Any, requests: list[Instance]) -> list[tuple[str, str]] | None:
+        """The anchor's extra (context, continuation) requests, in the order of `anchor_sections`
+        then the inductive documents, each row one request per choice; ``None``: no anchor here."""
+        if not isinstance(ctx, str):
+            return None
+        continuations = [instance.arguments[1] for instance in requests]
+        return [(context, cont) for context in self._anchor_contexts(doc, ctx) for cont in continuations]
 
     def _anchor_contexts(self, doc: dict, ctx: str) -> list[str]:
         """Content-free contexts, then the domain-premise context, then the empty context."""
@@ -182,17 +199,27 @@ class GenclfClassificationTask(ConfigurableTask):
             swap(render_input(spec, {name: text for name in spec.input_fields}))
             for text in CONTENT_FREE_INPUTS
         ]
+        inductive = [swap(self.doc_to_text(other)) for other in self._pick_inductive_docs()]
+        return [*content_free, swap(answer_cue(spec)), "", *inductive]
+
+    def _pick_inductive_docs(self) -> list[dict]:
+        """`_inductive_docs`, with their labels kept for the label-shift methods (a label none of them
+        has leaves those methods out, with the reason logged)."""
+        spec = self.genclf_spec
         docs = self._inductive_docs()
-        inductive = [swap(self.doc_to_text(other)) for other in docs]
-        self._inductive = bool(inductive)
+        self._inductive = bool(docs)
         # read only by the label-shift methods (bcts_em, bbse), which need labelled documents
-        self._inductive_labels = [int(self.doc_to_target(other)) for other in docs]
+        self._inductive_labels = [self._gold(other) for other in docs]
         absent = sorted(set(range(len(spec.labels))) - set(self._inductive_labels))
         if docs and absent and any(name.endswith(LABELLED_METHODS) for name in self._metric_fn_list):
             logger.warning("%s: label(s) %s have none of the %d inductive documents; the label-shift metrics "
                            "(*_bcts_em, *_bbse) are left out (raise the task metadata inductive_docs)",
                            self.config.task, ", ".join(repr(spec.labels[k]) for k in absent), len(docs))
-        return [*content_free, swap(_answer_cue(spec)), "", *inductive]
+        return docs
+
+    def _gold(self, doc: dict) -> int:
+        """The document's gold label index."""
+        return int(self.doc_to_target(doc))
 
     def _inductive_docs(self) -> list[dict]:
         """A seeded sample of the training split's documents (their labels are read by the
@@ -227,7 +254,7 @@ class GenclfClassificationTask(ConfigurableTask):
             return None
         counts = [0] * len(self.genclf_spec.labels)
         for doc in self.training_docs():
-            counts[int(self.doc_to_target(doc))] += 1
+            counts[self._gold(doc)] += 1
         missing = [label for label, count in zip(self.genclf_spec.labels, counts, strict=True) if count == 0]
         if missing:
             logger.warning("%s: label(s) %s have no row in the training split %r; the *_prior_train metrics "
@@ -237,6 +264,8 @@ class GenclfClassificationTask(ConfigurableTask):
         return counts
 
     def _wanted(self, name: str) -> bool:
+        if split_metric_name(name)[1] in self.left_out_methods:
+            return False
         if "_prior_train" in name and self._train_counts is None:
             return False
         if name.endswith(LABELLED_METHODS):
@@ -250,14 +279,16 @@ class GenclfClassificationTask(ConfigurableTask):
         if len(lls) > num_choices:
             sections = iter(lls[num_choices:])
             anchor = {"task": self.config.task}
-            for name, rows in ANCHOR_SECTIONS:
+            for name, rows in self.anchor_sections:
                 anchor[name] = [[next(sections) for _ in range(num_choices)] for _ in range(rows)]
             rest = list(sections)  # the inductive documents' rows, however many were built
             anchor[INDUCTIVE_SECTION] = [rest[i:i + num_choices] for i in range(0, len(rest), num_choices)]
             anchor[INDUCTIVE_LABELS] = list(self._inductive_labels)
             if self._train_counts is not None:
                 anchor[TRAIN_PRIOR_KEY] = list(self._train_counts)
-        item = make_item(doc_id=doc.get("id"), gold=int(self.doc_to_target(doc)), lls=lls[:num_choices], anchor=anchor)
+            if self.left_out_methods:
+                anchor[ANCHOR_METHODS] = [m for m in ALL_METHODS if m not in self.left_out_methods]
+        item = make_item(doc_id=doc.get("id"), gold=self._gold(doc), lls=lls[:num_choices], anchor=anchor)
         return {name: (item.correct if name == "acc" else item) for name in self._metric_fn_list
                 if self._wanted(name)}
 
@@ -265,13 +296,3 @@ class GenclfClassificationTask(ConfigurableTask):
 DEFAULT_INDUCTIVE_DOCS = 100
 """Training documents the anchor carries for inductive calibration when the task names no number."""
 INDUCTIVE_SEED = 1234
-
-
-def _answer_cue(spec: DatasetSpec) -> str:
-    """The template's text after its last input field: "Review: {text}\nSentiment:" -> "Sentiment:"."""
-    after_last_field = ""
-    for literal, field_name, _, _ in string.Formatter().parse(spec.template):
-        after_last_field += literal  # escaped braces ("{{") come as literal pieces of their own
-        if field_name is not None:
-            after_last_field = ""
-    return after_last_field.strip()

@@ -63,6 +63,9 @@ def model_manifest(lm: Any) -> dict[str, Any]:
     seams = getattr(lm, "seam_record", None)
     if seams is not None:
         info["label_scoring"] = seams.manifest()
+    generation = getattr(lm, "generation_record", None)
+    if generation is not None and generation.align_generation:
+        info["generation_alignment"] = generation.manifest()
     peft = getattr(lm, "peft", None)
     if peft:
         info["peft"] = str(peft)
@@ -106,7 +109,7 @@ def task_manifest(task: Any, tokenizer: Any) -> dict[str, Any] | None:
     if dataset is None:
         return None
     spec = getattr(task, "genclf_spec", None) or get_spec(dataset)
-    delimiter = config.target_delimiter
+    delimiter = label_delimiter = config.target_delimiter
     answers = list(spec.label_words)
     instruction = render_instruction(spec)
     strategy_entry: dict[str, Any] = {}
@@ -116,7 +119,9 @@ def task_manifest(task: Any, tokenizer: Any) -> dict[str, Any] | None:
         answers = list(label_set.choices)
         instruction = render_strategy_instruction(spec, label_set, chosen.definitions)
         strategy_entry = {"strategy": {"name": chosen.name, "demonstrations": chosen.icl,
-                                       "k": chosen.k}}
+                                       "k": chosen.k, "direction": "channel" if chosen.channel else "direct"}}
+        if chosen.channel:  # the labels stand in the contexts ("Sentiment: positive"), the input is scored
+            label_delimiter = " "
     entry: dict[str, Any] = {
         "dataset": spec.name,
         **({"local_folder": spec.folder} if spec.folder else {}),
@@ -137,7 +142,7 @@ def task_manifest(task: Any, tokenizer: Any) -> dict[str, Any] | None:
         # The ids of each continuation as encoded on its own; lm-eval encodes context and
         # continuation together and splits them, which gives the same ids for these prompts.
         entry["label_token_ids"] = {
-            word: list(tokenizer(delimiter + word, add_special_tokens=False)["input_ids"])
+            word: list(tokenizer(label_delimiter + word, add_special_tokens=False)["input_ids"])
             for word in answers
         }
     return entry

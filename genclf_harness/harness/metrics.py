@@ -67,9 +67,11 @@ ANCHOR_METHODS = "methods"
 """The anchor's entry naming the calibrations that apply to the task (absent: all of genclf's)."""
 TRAIN_PRIOR_KEY = "train_label_counts"
 """The anchor's entry with the training split's label counts (absent: the methods are left out)."""
-METHOD_NAMES: tuple[str, ...] = (*_DOCUMENT_FITTED, *_INDUCTIVE, *TRAIN_PRIOR_METHODS, *LABELLED_METHODS,
-                                  *_SIDE_INPUT, "auto", "oracle")
 _USES_INDUCTIVE = (*_INDUCTIVE, "prior_train_ind", *LABELLED_METHODS)
+ALL_METHODS: tuple[str, ...] = (*_DOCUMENT_FITTED, *_INDUCTIVE, *TRAIN_PRIOR_METHODS, *LABELLED_METHODS, *_SIDE_INPUT,
+                                 "auto")
+"""Every calibration a genclf classification task reports (an anchor without ``ANCHOR_METHODS`` has all)."""
+METHOD_NAMES: tuple[str, ...] = (*ALL_METHODS, "oracle")
 
 FITTED: dict[str, dict[str, dict[str, Any]]] = {}
 """task -> method -> the fitted calibration (``to_dict()``), filled by the aggregations, read by
@@ -349,8 +351,7 @@ def annotate_samples(samples: list[dict[str, Any]]) -> None:
         return
     probabilities: dict[str, np.ndarray] = {}
     anchor = next((item.anchor for item in items if item.anchor), None) or {}
-    methods = anchor.get(ANCHOR_METHODS) or (*_DOCUMENT_FITTED, *_INDUCTIVE, *TRAIN_PRIOR_METHODS, *LABELLED_METHODS,
-                                             *_SIDE_INPUT, "auto")
+    methods = anchor.get(ANCHOR_METHODS) or ALL_METHODS
     for method in (None, *methods):
         try:
             logprobs, _ = calibrated_logprobs(items, method)

@@ -39,13 +39,17 @@ STRATEGY_TEMPLATES: dict[tuple[Decoding, bool], str] = {
     ("gen", True): "_strategy_gen_unc_yaml",
 }
 """(decoding, the strategy has an "uncertain" answer) -> its template under ``tasks/strategies/``."""
+CHANNEL_TEMPLATE = "_strategy_channel_yaml"
+"""The template of channel strategies (scored only): one context per label, the input scored after it."""
 
 
 def strategy_task_yaml(task: str, dataset: str, strategy: str | Mapping[str, Any] | PromptStrategy,
                        decoding: Decoding, template_dir: str) -> str:
     """The YAML of a strategy task: its template (from ``template_dir``), data set and strategy."""
     chosen = PromptStrategy.from_value(strategy)
-    template = STRATEGY_TEMPLATES[decoding, chosen.uncertainty]
+    if chosen.channel and decoding != "ppl":
+        raise ValueError(f"task {task!r}: the channel strategy {chosen.name!r} is scored only, it has no generative form")
+    template = CHANNEL_TEMPLATE if chosen.channel else STRATEGY_TEMPLATES[decoding, chosen.uncertainty]
     return (f"task: {task}\ninclude: {yaml_scalar(f'{template_dir}/{template}')}\n"
             f"dataset_kwargs:\n  dataset: {yaml_scalar(dataset)}\n  strategy: {chosen.name}\n")
 
@@ -104,10 +108,11 @@ def load_classification(
             for split in split_names
         })
     chosen = PromptStrategy.from_value(strategy)
+    chosen.check(spec)  # e.g. definitions the data set lacks, "uncertain" in the channel direction
     pool = _split_rows(dataset, spec.train_split, data_dir)
     prompter = chosen.bind(spec, pool if chosen.needs_pool else None)
     pool_prompter = PromptStrategy(definitions=chosen.definitions, uncertainty=chosen.uncertainty,
-                                   label_style=chosen.label_style).bind(spec)
+                                   label_style=chosen.label_style, channel=chosen.channel).bind(spec)
     splits = {}
     for split in split_names:
         # The training split demonstrates, so its rows are rendered without demonstrations; a data
@@ -138,4 +143,5 @@ def _strategy_row(dataset: str, doc: dict[str, Any], rendered: RenderedPrompt) -
         "gold": rendered.gold,
         "target": rendered.target,
         "demonstration_ids": list(rendered.demonstration_ids),
+        **({"channel_contexts": list(rendered.contexts)} if rendered.channel else {}),
     }

@@ -1,6 +1,7 @@
 """Prompt rendering shared by evaluation, training and verification, so train and test prompts match.
 
 - `classification`: the plain zero-shot prompt of each data set (the default ``genclf_<name>`` tasks);
+- `channel`: the noisy-channel direction (the input scored given each label);
 - `strategy`: GenCLS++ prompt strategies (`PromptStrategy` -> `StrategyPrompter` -> `RenderedPrompt`);
 - `labels`: the label set of a strategy (natural or numeric, with or without "uncertain");
 - `demonstrations`, `retrieval`: choosing in-context examples (random, balanced, BM25/TF-IDF nearest);
@@ -18,6 +19,7 @@ from genclf_harness.prompts.demonstrations import ICL_MODES, DemonstrationPool, 
 from genclf_harness.prompts.labels import UNCERTAIN, LabelSet, LabelStyle
 from genclf_harness.prompts.retrieval import BM25Retriever, Retriever, RetrieverName, TfidfRetriever, build_retriever
 from genclf_harness.prompts.strategy import (
+    CHANNEL_STRATEGIES,
     SWEEP_STRATEGIES,
     PromptStrategy,
     RenderedPrompt,
@@ -26,6 +28,7 @@ from genclf_harness.prompts.strategy import (
 )
 
 __all__ = [
+    "CHANNEL_STRATEGIES",
     "ICL_MODES",
     "SWEEP_STRATEGIES",
     "UNCERTAIN",

@@ -22,8 +22,13 @@ zero-shot prompt.
 
 Strategy names (`PromptStrategy.name`, parsed back by `PromptStrategy.parse`) join tokens with
 ``_``: an in-context token ``rand<k>`` / ``bal<k>`` / ``sim<k>`` (BM25) / ``tfidf<k>`` (TF-IDF),
-then the flags ``def``, ``unc``, ``num``, then ``seed<n>`` when the seed is not the default; the
-zero-shot plain strategy is ``zero``. Examples: ``sim3``, ``bal3_def``, ``rand5_num_seed7``.
+then the flags ``def``, ``unc``, ``num``, ``channel``, then ``seed<n>`` when the seed is not the
+default; the zero-shot plain strategy is ``zero``. Examples: ``sim3``, ``bal3_def``, ``rand5_num_seed7``,
+``channel``.
+
+``channel`` turns the prompt around (`genclf_harness.prompts.channel`): each label gets its own
+context ending in ``"<cue> <label>"`` (`RenderedPrompt.contexts`) and the input is scored after it
+(`RenderedPrompt.continuation`), demonstrations written the same way. Scored decoding only.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from genclf_harness.data.specs import DataError, DatasetSpec
+from genclf_harness.prompts.channel import CHANNEL_DELIMITER, label_line, render_body
 from genclf_harness.prompts.classification import join_labels, render_input
 from genclf_harness.prompts.demonstrations import ICL_MODES, DemonstrationPool, ICLMode
 from genclf_harness.prompts.labels import LABEL_STYLES, UNCERTAIN, LabelSet, LabelStyle
@@ -49,6 +55,8 @@ UNCERTAINTY_LINE = f"If you cannot tell, answer {UNCERTAIN}."
 
 SWEEP_STRATEGIES: tuple[str, ...] = ("zero", "rand1", "rand3", "rand5", "bal3", "sim3", "def", "unc", "num")
 """The strategies with ready-made tasks (``genclf_<name>_<strategy>``) and swept by genclf-bench."""
+CHANNEL_STRATEGIES: tuple[str, ...] = ("channel",)
+"""The channel strategies with ready-made (scored) tasks for every built-in data set."""
 
 _ICL_TOKEN = re.compile(r"^(rand|bal|sim|tfidf)(\d+)$")
 _ICL_PREFIX: dict[tuple[ICLMode, RetrieverName], str] = {
@@ -59,7 +67,7 @@ _ICL_PREFIX: dict[tuple[ICLMode, RetrieverName], str] = {
     ("similar", "bm25"): "sim",
     ("similar", "tfidf"): "tfidf",
 }
-_FLAG_TOKENS = ("def", "unc", "num")
+_FLAG_TOKENS = ("def", "unc", "num", "channel")
 
 
 @dataclass(frozen=True)
@@ -76,6 +84,8 @@ class PromptStrategy:
     """Offer the extra answer ``uncertain``."""
     label_style: LabelStyle = "natural"
     """``natural`` (the spec's label words) or ``numeric`` (``1`` .. ``K``, mapping stated)."""
+    channel: bool = False
+    """Score the input given each label (the noisy-channel direction) instead of the label given the input."""
     retriever: RetrieverName = "bm25"
     """The retriever of ``similar`` demonstrations: ``bm25`` or ``tfidf``."""
     seed: int = DEFAULT_SEED
@@ -98,7 +108,8 @@ class PromptStrategy:
         """The compact name, e.g. ``"sim3_def"``; `parse` reads it back."""
         tokens = [] if self.icl == "zero" else [f"{_ICL_PREFIX[self.icl, self.retriever]}{self.k}"]
         tokens += [t for t, on in zip(_FLAG_TOKENS, (self.definitions, self.uncertainty,
-                                                     self.label_style == "numeric"), strict=True) if on]
+                                                     self.label_style == "numeric", self.channel), strict=True)
+                   if on]
         if self.seed != DEFAULT_SEED and self.icl in ("random", "balanced"):
             tokens.append(f"seed{self.seed}")
         return "_".join(tokens) or "zero"
@@ -130,6 +141,8 @@ class PromptStrategy:
                 values["uncertainty"] = True
             elif token == "num":
                 values["label_style"] = "numeric"
+            elif token == "channel":
+                values["channel"] = True
             elif token.startswith("seed") and token[4:].isdigit():
                 values["seed"] = int(token[4:])
             else:
@@ -166,6 +179,12 @@ class PromptStrategy:
         from genclf_harness.prompts.answers import AnswerParser
 
         where = f"strategy {self.name!r} on data set {spec.name!r}"
+        if self.channel and generative:
+            raise ValueError(f"{where}: the channel direction scores the input given each label; it has no "
+                             "generative form (use the scored task)")
+        if self.channel and self.uncertainty:
+            raise ValueError(f"{where}: the channel direction scores the input under each label's prompt, and "
+                             f"{UNCERTAIN!r} is not a label the input could be written under; drop 'unc'")
         if self.definitions:
             missing = [label for label in spec.labels if label not in spec.definitions]
             if missing:
@@ -227,11 +246,31 @@ class RenderedPrompt:
     """Each demonstration as ``<input> <label>``, in prompt order."""
     demonstration_ids: tuple[str, ...]
     input: str
-    """The document with its answer cue, e.g. ``"Review: ...\\nSentiment:"``."""
+    """The document with its answer cue, e.g. ``"Review: ...\\nSentiment:"`` (channel direction: without
+    the cue, ``"Review: ..."``)."""
     choices: tuple[str, ...]
     """The label set, as continuations without the leading space (``"uncertain"`` last if offered)."""
     gold: int
     """The index of the gold label in ``choices`` (never the uncertainty label)."""
+    label_lines: tuple[str, ...] = ()
+    """Channel direction only: each label's line (``"Sentiment: positive"``), after which `input`
+    (then without its answer cue) is scored; empty for the direct direction."""
+
+    @property
+    def channel(self) -> bool:
+        return bool(self.label_lines)
+
+    @property
+    def contexts(self) -> tuple[str, ...]:
+        """Channel direction: one context per label (instruction, demonstrations, the label's line)."""
+        if not self.channel:
+            raise ValueError(f"strategy {self.strategy!r} is not a channel strategy: it has one context, `prompt`")
+        return tuple(BLOCK_DELIMITER.join((self.instruction, *self.demonstrations, line)) for line in self.label_lines)
+
+    @property
+    def continuation(self) -> str:
+        """Channel direction: what is scored after each context, ``"\n" + input``."""
+        return CHANNEL_DELIMITER + self.input
 
     @property
     def prompt(self) -> str:
@@ -280,16 +319,25 @@ class StrategyPrompter:
         )
         demos = [self.pool.docs[i] for i in picked] if self.pool is not None else []
         choices = self.label_set.choices
+        if self.strategy.channel:
+            lines = tuple(label_line(self.spec, choice) for choice in choices)
+            demonstrations = tuple(lines[int(d["label"])] + CHANNEL_DELIMITER + render_body(self.spec, d) for d in demos)
+            text = render_body(self.spec, doc)
+        else:
+            lines = ()
+            demonstrations = tuple(
+                render_input(self.spec, d) + TARGET_DELIMITER + choices[int(d["label"])] for d in demos
+            )
+            text = render_input(self.spec, doc)
         return RenderedPrompt(
             strategy=self.strategy.name,
             instruction=self.instruction,
-            demonstrations=tuple(
-                render_input(self.spec, d) + TARGET_DELIMITER + choices[int(d["label"])] for d in demos
-            ),
+            demonstrations=demonstrations,
             demonstration_ids=tuple(str(d.get("id", "")) for d in demos),
-            input=render_input(self.spec, doc),
+            input=text,
             choices=choices,
             gold=_gold(self.spec, doc),
+            label_lines=lines,
         )
 
 

@@ -22,7 +22,7 @@ import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 import yaml
 
@@ -105,6 +105,9 @@ class ModelConfig(Section):
 class DataConfig(Section):
     """Which examples: a data set of `genclf_harness.data`, rendered by a GenCLS++ prompt strategy."""
 
+    _generative: ClassVar[bool] = True
+    """Whether the recipe reads generated answers (the strategy must then be parseable)."""
+
     dataset: str = field(default="sst2", metadata={"help": "A data set name: a built-in one (genclf_harness.data.list_specs()) or a "
                                                    "local folder with meta.json under GENCLF_DATA_DIR."})
     strategy: str = field(
@@ -146,7 +149,7 @@ class DataConfig(Section):
             raise ValueError(f"dataset: {err}") from None
         try:
             # Training ends with a generative evaluation and GRPO's reward reads answers: both parse them.
-            PromptStrategy.parse(self.strategy).check(spec, generative=True)
+            PromptStrategy.parse(self.strategy).check(spec, generative=self._generative)
         except ValueError as err:
             raise ValueError(f"strategy: {err}") from None
         for name in ("train_split", "eval_split"):
