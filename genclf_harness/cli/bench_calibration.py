@@ -58,18 +58,29 @@ def default_device() -> str:
 
 def score_tasks(args: argparse.Namespace) -> dict[str, list[Any]]:
     """task -> its documents' ScoreItems, from one lm-eval run with logged samples."""
+    from genclf_harness.harness.metrics import ScoreItem
+
+    results = run_tasks(args)
+    items = {}
+    for task, samples in results["samples"].items():
+        items[task] = [next(v for v in s.values() if isinstance(v, ScoreItem)) for s in samples]
+    return items
+
+
+def run_tasks(args: argparse.Namespace) -> dict[str, Any]:
+    """lm-eval's results (with logged samples, no bootstrap) of ``args.tasks`` on ``args.model``;
+    ``args.metadata`` (optional) reaches every task as ``--metadata`` does."""
     import lm_eval
     from lm_eval.tasks import TaskManager
 
     from genclf_harness.cli.eval import rewrite_default_model
     from genclf_harness.harness.local_tasks import local_include_path
-    from genclf_harness.harness.metrics import ScoreItem
     from genclf_harness.harness.registry import register
     from genclf_harness.resources import tasks_dir
 
     register()
     model_args = rewrite_default_model(["--model_args", args.model_args])[1]
-    results = lm_eval.simple_evaluate(
+    return lm_eval.simple_evaluate(
         model=args.model,
         model_args=model_args,
         tasks=args.tasks.split(","),
@@ -81,11 +92,8 @@ def score_tasks(args: argparse.Namespace) -> dict[str, list[Any]]:
         apply_chat_template=args.apply_chat_template,
         task_manager=TaskManager(include_path=[str(tasks_dir()), *local_include_path(args.tasks.split(","))]),
         bootstrap_iters=0,
+        metadata=getattr(args, "metadata", None),
     )
-    items = {}
-    for task, samples in results["samples"].items():
-        items[task] = [next(v for v in s.values() if isinstance(v, ScoreItem)) for s in samples]
-    return items
 
 
 def evaluate_methods(items: list[Any]) -> list[dict[str, Any]]:
