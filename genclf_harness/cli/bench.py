@@ -38,6 +38,10 @@ def _known() -> None:
                         "lm-eval's MMLU template over lettered AG News/TREC: raw vs calibrated, CircularEval, speed")
     register_subcommand("bootstrap", "genclf_harness.cli.bench_bootstrap",
                         "lm-eval's bootstrap stderr vs genclf's (vectorised, refitting): seconds and agreement")
+    register_subcommand("healing", "genclf_harness.cli.bench_healing",
+                        "generation after a prompt cut mid-word or in a space: stock vs token_healing vs aligned")
+    register_subcommand("channel", "genclf_harness.cli.bench_channel",
+                        "the channel direction (input given label) vs direct scoring: accuracy, calibration, tokens")
     register_subcommand("bon", "genclf_harness.cli.bench_bon",
                         "best-of-N with a trained generative verifier vs first sample, majority, pass@N")
 

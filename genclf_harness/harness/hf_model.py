@@ -19,7 +19,11 @@ Model arguments beyond HFLM's:
 - ``align_labels``: ``true`` scores a label that crosses a token seam (the context ends inside
   the token the label starts, ``"Sentiment: pos" + "itive"``) by token alignment, as the label's
   own text; ``false`` (default) keeps lm-eval's split and warns. Either way the manifest counts
-  such labels per task (``model.label_scoring``).
+  such labels per task (``model.label_scoring``);
+- ``align_generation``: ``true`` token-aligns ``generate_until`` prompts
+  (`genclf_harness.backends.generation_alignment`): the prompt's last tokens (the partial last word,
+  a trailing space) are backed off and the first generated tokens must spell them again; the answer
+  is what follows them. ``false`` (default): stock generation.
 
 ``batch_size=N`` bounds the documents (distinct contexts) per forward pass, within the token
 budget; ``batch_size=auto`` uses the token budget alone and halves it after an out-of-memory
@@ -43,8 +47,16 @@ from lm_eval.api.instance import Instance
 from lm_eval.models.huggingface import HFLM
 
 from genclf_harness.backends.default_model import resolve_pretrained
+from genclf_harness.backends.generation_alignment import (
+    AlignedPrefixProcessor,
+    Backoff,
+    GenerationRecord,
+    plan_backoff,
+    strip_backoff,
+)
 from genclf_harness.backends.protocol import ContinuationScore
 from genclf_harness.backends.scorer import DEFAULT_MAX_BATCH_TOKENS, HFScorer
+from genclf_harness.backends.token_alignment import VocabularyTrie
 from genclf_harness.harness.label_requests import SeamRecord, score_requests
 
 logger = logging.getLogger(__name__)
@@ -61,6 +73,7 @@ class GenclfHFLM(HFLM):
         packing: bool | None = None,
         prefix_cache: bool | str | None = None,
         align_labels: bool = False,
+        align_generation: bool = False,
         device: str | None = None,
         **kwargs: Any,
     ) -> None:
@@ -79,6 +92,12 @@ class GenclfHFLM(HFLM):
         self.packing = packing
         self.prefix_cache = None if isinstance(prefix_cache, str) else prefix_cache
         self.seam_record = SeamRecord(align_labels=bool(align_labels))
+        self.align_generation = bool(align_generation)
+        self.generation_record = GenerationRecord(align_generation=self.align_generation)
+        self._backoffs: dict[str, Backoff] = {}
+        self._batch_backoffs: list[Backoff] = []
+        self._stops: tuple[str, ...] = ()
+        self._trie: VocabularyTrie | None = None
         self._scorer: HFScorer | None = None
 
     @property
@@ -118,3 +137,63 @@ class GenclfHFLM(HFLM):
         """Full scores (per-token log-probs included) of ``loglikelihood`` requests, in request order."""
         return score_requests(self.scorer, requests, cache_hook=self.cache_hook,
                               show_progress=not (disable_tqdm or self.rank != 0), record=self.seam_record)
+
+    # -- token-aligned generation (align_generation=true) -------------------------------------------
+
+    def generate_until(self, requests: list[Instance], disable_tqdm: bool = False) -> list[str]:
+        if not self.align_generation or self.backend != "causal":
+            return super().generate_until(requests, disable_tqdm=disable_tqdm)
+        if self._trie is None:
+            self._trie = VocabularyTrie(self.tokenizer)
+        # a back-off never holds a stop string of any request (lm-eval would cut the answer inside it)
+        self._stops = tuple(sorted({stop for request in requests for stop in _until(request.args[1])}))
+        self._backoffs = {}
+        try:
+            texts = super().generate_until(requests, disable_tqdm=disable_tqdm)
+            out = []
+            for index, (text, request) in enumerate(zip(texts, requests, strict=True)):
+                backoff = self._backoffs[request.args[0]]
+                task = request.metadata[0] if request.metadata and request.metadata[0] else "?"
+                self.generation_record.add(str(task), backoff)
+                out.append(strip_backoff(text, backoff, where=f"{task} request {index} (doc {request.doc_id})"))
+            return out
+        finally:
+            self._batch_backoffs = []
+
+    def tok_batch_encode(self, strings: list[str], *args: Any, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        encoded, mask = super().tok_batch_encode(strings, *args, **kwargs)
+        if not self.align_generation or self._trie is None:
+            return encoded, mask
+        backoffs = [plan_backoff(self.tokenizer, row[row_mask.bool()].tolist(), stop=self._stops, trie=self._trie,
+                                 where=f"prompt {text[-40:]!r}")
+                    for text, row, row_mask in zip(strings, encoded, mask, strict=True)]
+        for text, backoff in zip(strings, backoffs, strict=True):
+            self._backoffs[text] = backoff
+        self._batch_backoffs = backoffs
+        width = max(len(b.kept) for b in backoffs)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eot_token_id
+        healed = torch.full((len(backoffs), width), int(pad), dtype=encoded.dtype)
+        healed_mask = torch.zeros((len(backoffs), width), dtype=mask.dtype)
+        for row, backoff in enumerate(backoffs):  # left padding, as HFLM's
+            healed[row, width - len(backoff.kept):] = torch.tensor(backoff.kept, dtype=encoded.dtype)
+            healed_mask[row, width - len(backoff.kept):] = 1
+        return healed, healed_mask
+
+    def _model_generate(self, context: torch.Tensor, max_length: int, stop: list[str], **generation_kwargs: Any) -> Any:
+        if self.align_generation and self._batch_backoffs:
+            from transformers import LogitsProcessorList
+
+            answer_budget = max_length - context.shape[1]
+            processors = LogitsProcessorList(generation_kwargs.pop("logits_processor", None) or [])
+            processors.append(AlignedPrefixProcessor(self._batch_backoffs, context.shape[1], self._trie,
+                                                     max_new_tokens=answer_budget, eos_token_id=self.eot_token_id))
+            generation_kwargs["logits_processor"] = processors
+            # room for spelling the backed-off characters (a token each at worst); each row's answer
+            # keeps max_gen_toks after them: the processor ends the row there
+            max_length += max(len(b.backed_off) for b in self._batch_backoffs)
+        return super()._model_generate(context, max_length, stop, **generation_kwargs)
+
+
+def _until(gen_kwargs: Any) -> list[str]:
+    until = gen_kwargs.get("until") if isinstance(gen_kwargs, dict) else None
+    return [until] if isinstance(until, str) else [u for u in (until or []) if isinstance(u, str)]
