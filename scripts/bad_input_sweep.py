@@ -124,6 +124,8 @@ def build_cases(tmp: Path) -> list[Case]:
     d = lambda name, meta, test=good, train=None, raw_meta=None: _local(data, name, meta, test, train, raw_meta)  # noqa: E731
     data_cases = [
         ("meta without labels", d("nolabels", {"input_fields": ["text"]}), "has no 'labels'"),
+        ("channel task generated", d("chan", good_meta) + "_channel_gen", "no generative form"),
+        ("channel with uncertain", d("chanunc", good_meta) + "_unc_channel", "drop 'unc'"),
         ("meta not JSON", d("badmeta", None, raw_meta=b'{"labels": [neg, pos]}'), "not valid JSON"),
         ("meta a list", d("listmeta", ["neg", "pos"]), "must be a JSON object"),
         ("meta not UTF-8", d("latinmeta", None, raw_meta=b'{"labels": ["n\xe9g", "pos"]}'), "not valid JSON"),
@@ -192,6 +194,11 @@ def build_cases(tmp: Path) -> list[Case]:
         Case("train", "model folder missing", [*sft_args, "--set", f"model.pretrained={tmp / 'nomodel'}"], "nomodel"),
         Case("train", "init_from missing", [*sft_args, "--set", f"model.init_from={tmp / 'noadapter'}"], "noadapter"),
         Case("train", "negative learning rate", [*sft_args, "--set", "train.learning_rate=-1"], "learning_rate"),
+        Case("train", "channel with a direct strategy", [*train, "channel", "--config",
+                                                          str(REPO / "configs" / "channel_sst2_cpu.yaml"),
+                                                          "--set", "data.strategy=bal3"], "not a channel strategy"),
+        Case("train", "channel unknown loss", [*train, "channel", "--config", str(REPO / "configs" / "channel_sst2_cpu.yaml"),
+                                               "--set", "train.loss=hinge"], "train.loss"),
         Case("train", "grpo misspelt key", [*train, "grpo", "--config", str(REPO / "configs" / "grpo_sst2_cpu.yaml"),
                                              "--set", "model.init_from=null", "--set", "reward.wieght=1"], "wieght"),
     ]
@@ -209,6 +216,10 @@ def build_cases(tmp: Path) -> list[Case]:
         Case("bench", "strategies bad decoding", [*bench, "strategies", "--dataset", "sst2", "--decoding", "beam"], "unknown decoding"),
         Case("bench", "train unknown stage", [*bench, "train", "--dataset", "sst2", "--stages", "zero,dpo"], "unknown stage"),
         Case("bench", "unknown subcommand", [*bench, "scorin"], "invalid choice"),
+        Case("bench", "channel unknown data set", [*bench, "channel", "--datasets", "sst9"], "sst9"),
+        Case("bench", "channel unknown direction", [*bench, "channel", "--datasets", "sst2", "--directions",
+                                                     "sideways"], "--directions"),
+        Case("bench", "healing unknown data set", [*bench, "healing", "--datasets", "sst9"], "sst9"),
         Case("bench", "calibration bad shift", [*bench, "calibration", "--tasks", "genclf_sst2", "--shift",
                                                  "genclf_sst2=0:100"], "--shift"),
     ]
