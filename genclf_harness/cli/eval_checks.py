@@ -94,6 +94,7 @@ def check_data(tasks: list[str], data_dir: str | None = None) -> None:
     """The data root and every classification data set the genclf tasks will read: ``meta.json``
     and the rows of the evaluated and the training split where they are local files (encoding,
     JSON, field types, NaN/inf, labels), so that a bad row fails now, not after the model loaded."""
+    _check_step_sets(tasks, data_dir)
     names = dict.fromkeys(_datasets_of(tasks, data_dir))
     if not names:
         return
@@ -107,6 +108,17 @@ def check_data(tasks: list[str], data_dir: str | None = None) -> None:
         for split in dict.fromkeys((spec.eval_split, spec.train_split)):
             if folder is not None and (folder / f"{split}.jsonl").is_file():
                 load_split(name, split, data_dir)  # hub copies are checked where they load
+
+
+def _check_step_sets(tasks: list[str], data_dir: str | None) -> None:
+    """Every row of the step-labelled splits the tasks will read (problem, steps, first wrong step)."""
+    from genclf_harness.data.step_sets import load_step_rows, step_set_spec
+    from genclf_harness.harness.local_tasks import step_task
+
+    for folder, split in dict.fromkeys(found for found in (step_task(t, data_dir) for t in tasks) if found):
+        spec = step_set_spec(folder, data_dir)
+        for member in spec.splits if split is None else (split,):
+            load_step_rows(spec, member)
 
 
 def _datasets_of(tasks: list[str], data_dir: str | None) -> Iterator[str]:

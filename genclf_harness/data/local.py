@@ -30,7 +30,8 @@ required in ``meta.json``; every other key has a default:
 - ``hub``: ``{"path", "revision", "name", "splits", "fields", "label_field", "label_map"}`` (see
   ``HubSource``), read where a split has no local file; without it the data set is local only.
 
-Keys it does not know (``source``, ``license`` ...) are kept out of the spec without complaint.
+``kind`` is ``classification`` (the default); a folder of step-labelled solutions says ``steps``
+(:mod:`genclf_harness.data.step_sets`). Keys it does not know (``source``, ``license`` ...) are kept out of the spec without complaint.
 A built-in name (``sst2`` ...) always means the built-in spec; its ``meta.json`` must agree on
 the labels.
 """
@@ -142,6 +143,12 @@ def spec_from_folder(folder: str | os.PathLike[str]) -> DatasetSpec:
     def bad(message: str) -> DataError:
         return DataError(f"{meta_path}: {message}")
 
+    kind = meta.get("kind", "classification")
+    if kind == "steps":
+        raise bad(f"holds step-labelled solutions (\"kind\": \"steps\"), not a classification data set; its "
+                  f"tasks are genclf_{folder.name}_<split> and the group genclf_{folder.name}.")
+    if kind != "classification":
+        raise bad(f"'kind' is {kind!r}; known kinds: \"classification\" (the default), \"steps\".")
     labels = meta.get("labels")
     if labels is None:
         raise bad("has no 'labels' (the label names in index order); without them it is not a "

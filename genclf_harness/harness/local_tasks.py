@@ -5,6 +5,11 @@ The built-in data sets have their task YAMLs under ``tasks/``; a local data set
 ``genclf_<name>`` (scored, the classification template), ``genclf_<name>_gen``, the strategy tasks
 ``genclf_<name>_<strategy>[_gen]`` and the group ``genclf_<name>_strategies``. ``genclf-eval`` and the
 ``genclf-bench`` commands put ``local_include_path(tasks)`` on lm-eval's include path.
+
+A step-labelled folder (``processbench``, or ``meta.json`` with ``"kind": "steps"``;
+:mod:`genclf_harness.data.step_sets`) gets ``genclf_<name>_<split>`` for each of its splits (the
+step-judge template, ``tasks/verifiers/_step_task_template_yaml``) and the group ``genclf_<name>``,
+the unweighted mean of the splits' figures (ProcessBench's average F1).
 """
 
 from __future__ import annotations
@@ -23,6 +28,60 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 LOCAL_HEADER = "# Written for a local data set by genclf_harness.harness.local_tasks.\n"
+STEP_TEMPLATE = "_step_task_template_yaml"
+STEP_METRICS = ("f1", "acc_erroneous", "acc_correct", "f1_oracle")
+
+
+def step_task(task: str, data_dir: str | None = None) -> tuple[str, str | None] | None:
+    """``(folder, split)`` when ``task`` is ``genclf_<folder>_<split>`` of a step-labelled folder,
+    ``(folder, None)`` for its group ``genclf_<folder>``; None otherwise (split names hold no ``_``)."""
+    from genclf_harness.data.root import resolve_data_root
+    from genclf_harness.data.specs import DataError
+    from genclf_harness.data.step_sets import is_step_set
+
+    if not task.startswith("genclf_"):
+        return None
+    try:
+        root = resolve_data_root(data_dir)
+    except DataError:
+        return None
+    if root is None:
+        return None
+    rest = task.removeprefix("genclf_")
+    name, _, split = rest.rpartition("_")
+    for folder, part in ((rest, None), (name, split)):
+        if folder and (root / folder).is_dir() and is_step_set(root / folder):
+            return folder, part
+    return None
+
+
+def _step_task_yamls(task: str, folder: str, split: str | None, data_dir: str | None) -> dict[str, str]:
+    """The YAMLs of a step-labelled folder's task, or of its group and every member task."""
+    from genclf_harness.data.specs import DataError
+    from genclf_harness.data.step_sets import step_set_spec
+    from genclf_harness.harness.tasks import yaml_scalar
+    from genclf_harness.resources import tasks_dir
+
+    spec = step_set_spec(folder, data_dir)
+    template = yaml_scalar(str(tasks_dir() / "verifiers" / STEP_TEMPLATE))
+    splits = spec.splits if split is None else (split,)
+    unknown = [s for s in splits if s not in spec.splits]
+    if unknown:
+        raise DataError(f"task {task}: the step-labelled folder {spec.folder} has no split {unknown[0]!r} "
+                        f"(splits: {', '.join(spec.splits)})")
+    written: dict[str, str] = {}
+    for member in splits:
+        name = f"genclf_{folder}_{member}"
+        if name not in _builtin_task_names():
+            written[name] = (f"{LOCAL_HEADER}task: {name}\ninclude: {template}\ndataset_kwargs:\n"
+                             f"  dataset: {yaml_scalar(folder)}\n  split: {yaml_scalar(member)}\n")
+    if split is None:
+        listed = "".join(f"  - genclf_{folder}_{member}\n" for member in spec.splits)
+        metrics = "".join(f"  - metric: {metric}\n    aggregation: mean\n    weight_by_size: false\n"
+                          for metric in STEP_METRICS)
+        written[task] = (f"{LOCAL_HEADER}group: {task}\ntask:\n{listed}aggregate_metric_list:\n{metrics}"
+                         "metadata:\n  version: 1.0\n")
+    return written
 
 
 def local_task(task: str, data_dir: str | None = None) -> tuple[str, Any, str] | None:
@@ -33,7 +92,7 @@ def local_task(task: str, data_dir: str | None = None) -> tuple[str, Any, str] |
     from genclf_harness.data.specs import SPECS, DataError
     from genclf_harness.prompts import PromptStrategy
 
-    if not task.startswith("genclf_"):
+    if not task.startswith("genclf_") or step_task(task, data_dir) is not None:
         return None
     if task in _builtin_task_names():  # a local folder named sst2_bal3 does not take genclf_sst2_bal3 over
         if task.removeprefix("genclf_") in OTHER_FAMILIES:  # genclf_llmbar: its own family's folder
@@ -95,6 +154,10 @@ def write_local_tasks(task_names: Sequence[str], folder: Path, data_dir: str | N
         written[task] = LOCAL_HEADER + text
 
     for task in dict.fromkeys(task_names):
+        steps = step_task(task, data_dir)
+        if steps is not None:
+            written.update(_step_task_yamls(task, *steps, data_dir))
+            continue
         found = local_task(task, data_dir)
         if found is None:
             continue
@@ -144,7 +207,8 @@ def unmatched_hint(task_names: Sequence[str], data_dir: str | None = None) -> st
     from genclf_harness.data.local import list_local
 
     unknown = [name for name in dict.fromkeys(task_names) if name.startswith("genclf_")
-               and name not in _builtin_task_names() and local_task(name, data_dir) is None]
+               and name not in _builtin_task_names() and local_task(name, data_dir) is None
+               and step_task(name, data_dir) is None]
     if not unknown:
         return None
     local = list_local(data_dir)

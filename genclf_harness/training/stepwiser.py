@@ -50,6 +50,13 @@ class StepWiserDataConfig(Section):
     labels_file: str | None = field(
         default=None, metadata={"help": "A step_labels.jsonl from an earlier run: train on it, skip the rollouts."}
     )
+    step_set: str | None = field(
+        default=None,
+        metadata={"help": "A step-labelled folder under the data root (processbench, or meta.json kind 'steps'): train "
+                          "on its first-wrong-step labels (steps before it right, it wrong, later ones left out), "
+                          "skip the rollouts."},
+    )
+    step_split: str = field(default="train", metadata={"help": "The split of step_set to train on."})
     num_problems: int = field(default=8, metadata={"help": "Training problems to build trajectories from."})
     problem_seed: int = field(default=0, metadata={"help": "Seed of generated problems (algorithmic tasks)."})
     source: Literal["sampled", "reference"] = field(
@@ -83,6 +90,8 @@ class StepWiserDataConfig(Section):
     def check(self) -> None:
         if self.labels_file is not None and not Path(self.labels_file).is_file():
             raise ValueError(f"labels_file: {self.labels_file!r} does not exist")
+        if self.labels_file is not None and self.step_set is not None:
+            raise ValueError("labels_file and step_set: give one source of labelled steps, not both")
         for name in ("num_problems", "rollouts", "rollout_max_new_tokens", "max_steps_per_solution"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be at least 1, not {getattr(self, name)}")
@@ -115,7 +124,10 @@ class StepWiserRewardConfig(Section):
 class StepWiserEvalConfig(Section):
     """ProcessBench at the end of training (P(Yes) per step with the trained judge)."""
 
-    processbench_split: Literal["gsm8k", "math"] = field(default="gsm8k", metadata={"help": "ProcessBench split."})
+    processbench_split: str = field(default="gsm8k", metadata={"help": "The split evaluated (any <split>.jsonl there)."})
+    processbench_dataset: str = field(
+        default="processbench", metadata={"help": "The step-labelled folder evaluated (processbench or your own)."}
+    )
     processbench_limit: int = field(default=0, metadata={"help": "Solutions evaluated (0: skip the evaluation)."})
     autocast_bf16: bool = field(default=False, metadata={"help": "Score under bfloat16 autocast."})
 
@@ -183,6 +195,13 @@ def build_labels(data: StepWiserDataConfig) -> tuple[list[Any], dict[str, Any]]:
     if data.labels_file:
         steps = read_labels(data.labels_file)
         counts: dict[str, Any] = {"labels_file": data.labels_file}
+    elif data.step_set:
+        from genclf_harness.verifiers.step_labels import steps_from_first_errors
+        from genclf_harness.verifiers.steps import load_processbench
+
+        solutions = load_processbench(data.step_split, dataset=data.step_set)
+        steps = steps_from_first_errors(solutions, data.max_steps_per_solution)
+        counts = {"step_set": data.step_set, "step_split": data.step_split, "solutions": len(solutions)}
     else:
         task = get_task(data.task)
         problems = task.problems("train", data.num_problems, seed=data.problem_seed)
@@ -290,6 +309,7 @@ def train_stepwiser(config: StepWiserRecipeConfig, config_path: str | None = Non
     if config.eval.processbench_limit:
         figures = evaluate_processbench(trainer.model, tokenizer, config.eval.processbench_split,
                                         config.eval.processbench_limit, chat=chat,
+                                        dataset=config.eval.processbench_dataset,
                                         autocast_bf16=config.eval.autocast_bf16)
     record = {
         "recipe": "stepwiser",
@@ -312,7 +332,7 @@ def train_stepwiser(config: StepWiserRecipeConfig, config_path: str | None = Non
 
 
 def evaluate_processbench(model: Any, tokenizer: Any, split: str, limit: int, *, chat: bool,
-                          autocast_bf16: bool = False) -> dict[str, Any]:
+                          autocast_bf16: bool = False, dataset: str = "processbench") -> dict[str, Any]:
     """ProcessBench figures of a judge model (P(Yes) per step, threshold 0.5) on the first ``limit`` solutions."""
     import torch
 
@@ -321,12 +341,12 @@ def evaluate_processbench(model: Any, tokenizer: Any, split: str, limit: int, *,
     from genclf_harness.verifiers.steps import load_processbench, processbench_scores
 
     model.eval()
-    examples = load_processbench(split, limit=limit)
+    examples = load_processbench(split, limit=limit, dataset=dataset)
     scorer = HFScorer(model, tokenizer, autocast_dtype=torch.bfloat16 if autocast_bf16 else None)
     judge = StepJudge(scorer, tokenizer=tokenizer, chat=chat)
     judged = judge.judge([e.problem for e in examples], [list(e.steps) for e in examples])
     scores = processbench_scores([j.first_error for j in judged], [e.label for e in examples])
-    return {"processbench": split, "solutions": len(examples), **scores.as_dict()}
+    return {"processbench": split, "dataset": dataset, "solutions": len(examples), **scores.as_dict()}
 
 
 add_arguments = add_resume_argument

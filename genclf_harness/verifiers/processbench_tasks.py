@@ -3,7 +3,8 @@
 Plain Python; lm-eval calls these, and the task class that expands a solution into one Yes/No
 request pair per step is :class:`genclf_harness.harness.processbench_task.ProcessBenchTask`.
 
-Each document is one solution of ``$GENCLF_DATA_DIR/processbench/{gsm8k,math}.jsonl``. Step ``i``
+Each document is one solution of a step-labelled folder's split: ``$GENCLF_DATA_DIR/processbench/<split>.jsonl``
+for ``genclf_processbench_<split>``, or a folder of your own (:mod:`genclf_harness.data.step_sets`). Step ``i``
 is asked in the step-judge format (:mod:`genclf_harness.verifiers.steps`): the problem, steps
 ``0..i-1`` and step ``i``, then "Is the new step correct (Yes/No)?"; its score is P("Yes")
 normalised over Yes/No. The predicted first wrong step is the first step below the threshold
@@ -23,6 +24,7 @@ import math
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
+from genclf_harness.data.step_sets import PROCESSBENCH
 from genclf_harness.verifiers.steps import (
     DEFAULT_STEP_FORMAT,
     best_threshold_scores,
@@ -43,9 +45,9 @@ class SolutionItem(NamedTuple):
     p_yes: tuple[float, ...]
 
 
-def _rows(split: str, threshold: float) -> list[dict[str, Any]]:
+def _rows(dataset: str, split: str, threshold: float, data_dir: str | None) -> list[dict[str, Any]]:
     rows = []
-    for example in load_processbench(split):
+    for example in load_processbench(split, data_dir, dataset=dataset):
         queries = [DEFAULT_STEP_FORMAT.user_message(example.problem, example.steps, i) for i in range(len(example.steps))]
         rows.append({
             "id": example.id,
@@ -67,19 +69,14 @@ def _threshold(metadata: dict[str, Any]) -> float:
     return float(value)
 
 
-def _loader(split: str):
-    def load(**metadata: Any) -> Any:
-        import datasets
+def load_split(dataset: str = PROCESSBENCH, split: str = "gsm8k", data_dir: str | None = None,
+               **metadata: Any) -> Any:
+    """The documents of ``genclf_<dataset>_<split>``: one per solution of a step-labelled folder's
+    split (``dataset_kwargs`` name both; ``--metadata`` may give ``threshold`` and ``data_dir``)."""
+    import datasets
 
-        return datasets.DatasetDict({"test": datasets.Dataset.from_list(_rows(split, _threshold(metadata)))})
-
-    load.__name__ = load.__qualname__ = f"load_{split}"
-    load.__doc__ = f"``genclf_processbench_{split}``'s documents: one per solution of ProcessBench {split}."
-    return load
-
-
-load_gsm8k = _loader("gsm8k")
-load_math = _loader("math")
+    rows = _rows(dataset, split, _threshold(metadata), data_dir)
+    return datasets.DatasetDict({"test": datasets.Dataset.from_list(rows)})
 
 
 def p_yes_from_pair(yes: float, no: float) -> float:

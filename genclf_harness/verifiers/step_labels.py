@@ -173,6 +173,24 @@ def labelled_steps(trajectories: Sequence[Trajectory], estimates: Sequence[QEsti
     return out
 
 
+def steps_from_first_errors(solutions: Sequence[Any], max_steps: int | None = None) -> list[LabelledStep]:
+    """Labelled steps from solutions with a known first wrong step (``problem``, ``steps``, ``label``:
+    0-based, -1 for none, as :func:`~genclf_harness.verifiers.steps.load_processbench` gives them):
+    every step before it is right, it is wrong, the steps after it are left out (a step after an
+    error has no agreed label). ``max_steps`` keeps the first N steps of each solution. No Q values:
+    ``q_before``/``q_after`` are NaN."""
+    out = []
+    for solution in solutions:
+        first_error = int(solution.label)
+        last = len(solution.steps) - 1 if first_error == -1 else first_error
+        if max_steps is not None:
+            last = min(last, max_steps - 1)
+        for index in range(last + 1):
+            out.append(LabelledStep(str(solution.id), solution.problem, tuple(solution.steps), index,
+                                    index != first_error, math.nan, math.nan))
+    return out
+
+
 def balance(steps: Sequence[LabelledStep], *, seed: int = 0) -> list[LabelledStep]:
     """Equal numbers of positive and negative steps: the larger class is down-sampled (seeded);
     the result keeps the input order. Empty when a class is missing."""

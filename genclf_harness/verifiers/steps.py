@@ -42,12 +42,8 @@ import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Literal
 
-from genclf_harness.data.jsonl import iter_jsonl
-
-SplitRule = Literal["lines", "paragraphs"]
+from genclf_harness.data.step_sets import PROCESSBENCH, load_step_rows, split_steps, step_set_spec
 
 __all__ = [
     "ProcessBenchExample",
@@ -62,28 +58,7 @@ __all__ = [
 ]
 
 
-# -- splitting --------------------------------------------------------------------------------
-
-
-def split_steps(text: str, by: SplitRule = "paragraphs") -> list[str]:
-    """Split an unsplit solution into steps.
-
-    ``paragraphs``: blocks separated by one or more blank lines (ProcessBench's steps and most
-    chat-model solutions); ``lines``: every non-empty line. Steps are stripped; empty ones are
-    dropped. A text with no separator is one step. An empty text is an error (nothing to judge).
-    """
-    if not isinstance(text, str):
-        raise TypeError(f"split_steps needs a str, got {type(text).__name__}")
-    if by == "paragraphs":
-        parts = re.split(r"\n[ \t]*\n+", text.replace("\r\n", "\n"))
-    elif by == "lines":
-        parts = text.replace("\r\n", "\n").split("\n")
-    else:
-        raise ValueError(f"unknown split rule {by!r}: use 'lines' or 'paragraphs'")
-    steps = [part.strip() for part in parts if part.strip()]
-    if not steps:
-        raise ValueError("the solution is empty: there are no steps to judge")
-    return steps
+# -- splitting (the data layer's rule, re-exported: stepwise judging and StepWiser cut the same way)
 
 
 def check_steps(steps: Sequence[str], where: str = "steps") -> list[str]:
@@ -249,45 +224,16 @@ class ProcessBenchExample:
     final_answer_correct: bool | None = None
 
 
-PROCESSBENCH_SPLITS = ("gsm8k", "math")
-
-
-def processbench_path(split: str, data_dir: str | os.PathLike[str] | None = None) -> Path:
-    root = data_dir if data_dir is not None else os.environ.get("GENCLF_DATA_DIR")
-    if not root:
-        raise FileNotFoundError("ProcessBench is read from $GENCLF_DATA_DIR/processbench/<split>.jsonl; "
-                                "set GENCLF_DATA_DIR (or pass data_dir)")
-    return Path(root) / "processbench" / f"{split}.jsonl"
+PROCESSBENCH_SPLITS = ("gsm8k", "math", "olympiadbench", "omnimath")
+"""ProcessBench's four official splits; every ``processbench/<split>.jsonl`` present is read, these or others."""
 
 
 def load_processbench(split: str, data_dir: str | os.PathLike[str] | None = None,
-                      limit: int | None = None) -> list[ProcessBenchExample]:
-    """The ProcessBench split (``gsm8k`` or ``math``) from ``<data_dir>/processbench/<split>.jsonl``.
-
-    Rows hold ``id``, ``problem``, ``steps`` and the first wrong step as ``first_error_step``
-    (this copy) or ``label`` (the hub's name); each is checked, and a bad row names its line.
-    """
-    if split not in PROCESSBENCH_SPLITS:
-        raise ValueError(f"unknown ProcessBench split {split!r}; choose one of {', '.join(PROCESSBENCH_SPLITS)}")
-    path = processbench_path(split, data_dir)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: ProcessBench file not found (is GENCLF_DATA_DIR right?)")
-    examples = []
-    for line_no, row in iter_jsonl(path):
-        where = f"{path}:{line_no}"
-        if not isinstance(row, dict):
-            raise ValueError(f"{where}: a row must be a JSON object")
-        label = row.get("first_error_step", row.get("label"))
-        if isinstance(label, bool) or not isinstance(label, int):
-            raise ValueError(f"{where}: first_error_step must be an integer (-1 or a step index), got {label!r}")
-        steps = check_steps(row.get("steps") or [], f"{where}: steps")
-        if not -1 <= label < len(steps):
-            raise ValueError(f"{where}: first_error_step {label} is out of range for {len(steps)} steps")
-        problem = row.get("problem")
-        if not isinstance(problem, str) or not problem.strip():
-            raise ValueError(f"{where}: problem must be a non-empty string")
-        examples.append(ProcessBenchExample(str(row.get("id", f"{split}-{line_no}")), problem, tuple(steps), label,
-                                            row.get("final_answer_correct")))
-        if limit is not None and len(examples) >= limit:
-            break
-    return examples
+                      limit: int | None = None, *, dataset: str = PROCESSBENCH) -> list[ProcessBenchExample]:
+    """One split of a step-labelled folder: ProcessBench's ``<data_dir>/processbench/<split>.jsonl``
+    by default, or the folder ``dataset`` (``meta.json`` with ``"kind": "steps"`` and its field
+    mapping; :mod:`genclf_harness.data.step_sets`). A bad row raises a DataError naming its line
+    and field."""
+    spec = step_set_spec(dataset, data_dir)
+    return [ProcessBenchExample(row.id, row.problem, row.steps, row.first_error, row.final_answer_correct)
+            for row in load_step_rows(spec, split, limit)]

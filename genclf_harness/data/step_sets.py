@@ -1,0 +1,272 @@
+"""Step-labelled solutions of your own ("which step is the first wrong one"), a folder and a ``meta.json``.
+
+Under the data root (``$GENCLF_DATA_DIR``, or a ``data_dir`` argument)::
+
+    <name>/meta.json        {"kind": "steps"}  (the folder ``processbench`` needs no meta.json kind)
+    <name>/<split>.jsonl    one solution per line: the problem, its steps, the first wrong step
+
+Every split becomes the lm-eval task ``genclf_<name>_<split>`` and the folder the group
+``genclf_<name>``, whose figures are the unweighted mean over the splits (ProcessBench's average
+F1); the StepWiser recipe evaluates on such a folder too. ``meta.json`` keys, all optional but
+``kind`` (same names and rules as a classification folder's where they mean the same):
+
+- ``splits``: the split names, a list or ``{name: row count}`` (default: every ``*.jsonl`` file);
+- ``fields``: where each value is in a row, ``{"problem": ..., "steps": ..., "first_error": ...,
+  "id": ...}`` (defaults ``problem``, ``steps``, ``first_error_step`` else ``label``, ``id``);
+- ``steps_split``: how a solution given as one string is cut into steps, ``paragraphs`` (blank
+  lines, the default) or ``lines``; a list of strings is taken as it is;
+- ``index_base``: ``0`` (the default, ProcessBench's) or ``1`` when the file counts steps from 1;
+- ``no_error``: the extra value that means "every step is right" besides ``-1`` and ``null``
+  (which always do), e.g. ``0`` for a 1-based file that writes 0 for no error.
+
+A row's problem must be a non-empty string, its steps non-empty strings, its first wrong step an
+integer within the steps (or a no-error value); a bad row names its file, line and field before any
+model work. Keys it does not know (``source``, ``license`` ...) are ignored, as in a classification
+folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from genclf_harness.data.jsonl import iter_jsonl, not_finite
+from genclf_harness.data.root import resolve_data_root
+from genclf_harness.data.specs import DataError
+
+STEPS_KIND = "steps"
+PROCESSBENCH = "processbench"
+"""The folder read as step-labelled solutions by name (ProcessBench's own files need no ``kind``)."""
+
+SplitRule = Literal["lines", "paragraphs"]
+_FIELDS = ("problem", "steps", "first_error", "id")
+_DEFAULT_FIELDS = {"problem": ("problem",), "steps": ("steps",), "first_error": ("first_error_step", "label"),
+                   "id": ("id",)}
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_SPLIT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]*$")  # no "_": the task name is genclf_<name>_<split>
+
+
+def split_steps(text: str, by: SplitRule = "paragraphs") -> list[str]:
+    """Split an unsplit solution into steps.
+
+    ``paragraphs``: blocks separated by one or more blank lines (ProcessBench's steps and most
+    chat-model solutions); ``lines``: every non-empty line. Steps are stripped; empty ones are
+    dropped. A text with no separator is one step. An empty text is an error (nothing to judge).
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"split_steps needs a str, got {type(text).__name__}")
+    if by == "paragraphs":
+        parts = re.split(r"\n[ \t]*\n+", text.replace("\r\n", "\n"))
+    elif by == "lines":
+        parts = text.replace("\r\n", "\n").split("\n")
+    else:
+        raise ValueError(f"unknown split rule {by!r}: use 'lines' or 'paragraphs'")
+    steps = [part.strip() for part in parts if part.strip()]
+    if not steps:
+        raise ValueError("the solution is empty: there are no steps to judge")
+    return steps
+
+
+@dataclass(frozen=True)
+class StepSetSpec:
+    """A folder of step-labelled solutions: where it is, its splits and how its rows are read."""
+
+    name: str
+    folder: str
+    splits: tuple[str, ...]
+    fields: dict[str, tuple[str, ...]]
+    steps_split: SplitRule = "paragraphs"
+    index_base: int = 0
+    no_error: Any = None
+
+    def path(self, split: str) -> Path:
+        return Path(self.folder) / f"{split}.jsonl"
+
+
+@dataclass(frozen=True, slots=True)
+class StepRow:
+    """One solution as read: the first wrong step is 0-based, -1 when every step is right."""
+
+    id: str
+    problem: str
+    steps: tuple[str, ...]
+    first_error: int
+    final_answer_correct: bool | None = None
+
+
+def is_step_set(folder: Path) -> bool:
+    """Whether ``folder`` holds step-labelled solutions (its name is ``processbench`` or its
+    ``meta.json`` says ``"kind": "steps"``); an unreadable meta.json is left for the reader to report."""
+    if folder.name == PROCESSBENCH and folder.is_dir():
+        return True
+    try:
+        meta = json.loads((folder / "meta.json").read_text(encoding="utf-8-sig"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(meta, dict) and meta.get("kind") == STEPS_KIND
+
+
+def list_step_sets(data_dir: str | os.PathLike[str] | None = None) -> list[str]:
+    """The step-labelled folders under the data root, by name."""
+    try:
+        root = resolve_data_root(data_dir)
+    except DataError:
+        return []
+    if root is None:
+        return []
+    return sorted(path.name for path in root.iterdir() if path.is_dir() and _NAME.match(path.name) and is_step_set(path))
+
+
+def step_set_spec(name: str, data_dir: str | os.PathLike[str] | None = None) -> StepSetSpec:
+    """The spec of the step-labelled folder ``name`` under the data root; a clear DataError when the
+    folder is missing, is another kind of data set, or its ``meta.json`` is wrong."""
+    root = resolve_data_root(data_dir)
+    if root is None:
+        raise DataError(f"step-labelled data set {name!r}: it is read from $GENCLF_DATA_DIR/{name}/<split>.jsonl; "
+                        "set GENCLF_DATA_DIR (or --metadata data_dir)")
+    folder = root / name
+    if not folder.is_dir():
+        raise DataError(f"step-labelled data set {name!r}: {folder} is not a folder (is GENCLF_DATA_DIR right?)")
+    meta_path = folder / "meta.json"
+    meta: Any = {}
+    if meta_path.is_file():
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8-sig"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise DataError(f"{meta_path}: not valid JSON ({err}).") from None
+        if not isinstance(meta, dict):
+            raise DataError(f"{meta_path}: must be a JSON object, not {type(meta).__name__}.")
+    elif name != PROCESSBENCH:
+        raise DataError(f"{meta_path}: missing; a step-labelled folder needs a meta.json with \"kind\": \"steps\".")
+
+    def bad(message: str) -> DataError:
+        return DataError(f"{meta_path}: {message}")
+
+    kind = meta.get("kind", STEPS_KIND if name == PROCESSBENCH else None)
+    if kind != STEPS_KIND:
+        raise bad(f"'kind' is {kind!r}; a step-labelled folder says \"kind\": \"steps\".")
+    splits = _splits(meta.get("splits"), folder, bad)
+    fields = _fields(meta.get("fields"), bad)
+    steps_split = meta.get("steps_split", "paragraphs")
+    if steps_split not in ("paragraphs", "lines"):
+        raise bad(f"'steps_split' is {steps_split!r}; use \"paragraphs\" or \"lines\".")
+    index_base = meta.get("index_base", 0)
+    if index_base not in (0, 1) or isinstance(index_base, bool):
+        raise bad(f"'index_base' is {index_base!r}; use 0 (first step is 0) or 1 (first step is 1).")
+    no_error = meta.get("no_error")
+    if no_error is not None and (isinstance(no_error, bool) or not isinstance(no_error, (int, str))):
+        raise bad(f"'no_error' is {no_error!r}; use an integer or a string (-1 and null always mean no error).")
+    return StepSetSpec(name, str(folder.resolve()), tuple(splits), fields, steps_split, index_base, no_error)
+
+
+def _splits(value: Any, folder: Path, bad) -> list[str]:
+    if value is None:
+        splits = sorted(path.stem for path in folder.glob("*.jsonl"))
+        if not splits:
+            raise bad(f"names no 'splits' and {folder} holds no <split>.jsonl file.")
+    else:
+        if isinstance(value, dict):
+            value = list(value)
+        if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
+            raise bad(f"'splits' must be a non-empty list of split names, not {value!r}.")
+        splits = list(value)
+    for split in splits:
+        if not _SPLIT_NAME.match(split):
+            raise bad(f"split {split!r}: a split name is letters, digits, '.' and '-' only (it ends a task name "
+                      "genclf_<name>_<split>).")
+        if not (folder / f"{split}.jsonl").is_file():
+            raise bad(f"split {split!r} has no file {folder / (split + '.jsonl')}.")
+    return splits
+
+
+def _fields(value: Any, bad) -> dict[str, tuple[str, ...]]:
+    fields = dict(_DEFAULT_FIELDS)
+    if value is None:
+        return fields
+    if not isinstance(value, dict):
+        raise bad(f"'fields' must map {', '.join(_FIELDS)} to row field names, not {value!r}.")
+    unknown = sorted(set(value) - set(_FIELDS))
+    if unknown:
+        raise bad(f"'fields' has unknown keys {unknown}; known: {', '.join(_FIELDS)}.")
+    for key, field in value.items():
+        if not isinstance(field, str) or not field:
+            raise bad(f"'fields.{key}' must be a row field name, not {field!r}.")
+        fields[key] = (field,)
+    return fields
+
+
+def load_step_rows(spec: StepSetSpec, split: str, limit: int | None = None) -> list[StepRow]:
+    """The rows of one split, each checked; a bad row raises a DataError naming file, line and field."""
+    if split not in spec.splits:
+        raise DataError(f"step-labelled data set {spec.name!r} has no split {split!r} "
+                        f"(splits: {', '.join(spec.splits)}; under {spec.folder})")
+    path = spec.path(split)
+    rows: list[StepRow] = []
+    for line_no, row in iter_jsonl(path, DataError):
+        where = f"{path}:{line_no}"
+        if not isinstance(row, dict):
+            raise DataError(f"{where}: a row must be a JSON object.")
+        rows.append(_row(spec, row, where, f"{spec.name}-{split}-{line_no}"))
+        if limit is not None and len(rows) >= limit:
+            break
+    if not rows:
+        raise DataError(f"{path}: no rows (an empty split has nothing to evaluate).")
+    return rows
+
+
+def _value(row: dict[str, Any], names: tuple[str, ...]) -> tuple[str, Any]:
+    for name in names:
+        if name in row:
+            return name, row[name]
+    return names[0], None
+
+
+def _row(spec: StepSetSpec, row: dict[str, Any], where: str, default_id: str) -> StepRow:
+    field, problem = _value(row, spec.fields["problem"])
+    if not isinstance(problem, str) or not problem.strip():
+        raise DataError(f"{where}: field {field!r} (the problem) must be a non-empty string, got {problem!r}.")
+    field, raw_steps = _value(row, spec.fields["steps"])
+    if isinstance(raw_steps, str):
+        try:
+            steps = split_steps(raw_steps, spec.steps_split)
+        except ValueError:
+            raise DataError(f"{where}: field {field!r} (the steps) is an empty string.") from None
+    elif isinstance(raw_steps, list) and raw_steps:
+        for index, step in enumerate(raw_steps):
+            if not isinstance(step, str) or not step.strip():
+                raise DataError(f"{where}: field {field!r}[{index}]: a step must be a non-empty string, got {step!r}.")
+        steps = list(raw_steps)
+    else:
+        raise DataError(f"{where}: field {field!r} (the steps) must be a list of strings or one string to split, "
+                        f"got {raw_steps!r}.")
+    field, label = _value(row, spec.fields["first_error"])
+    if field not in row:
+        raise DataError(f"{where}: no field {' or '.join(repr(f) for f in spec.fields['first_error'])} "
+                        "(the first wrong step; -1 or null when every step is right).")
+    first_error = _first_error(spec, label, len(steps), where, field)
+    id_field, identifier = _value(row, spec.fields["id"])
+    if identifier is None:
+        identifier = default_id
+    elif isinstance(identifier, bool) or not isinstance(identifier, (str, int)) or not_finite(identifier):
+        raise DataError(f"{where}: field {id_field!r} (the id) must be a string or an integer, got {identifier!r}.")
+    final = row.get("final_answer_correct")
+    return StepRow(str(identifier), problem, tuple(steps), first_error, final if isinstance(final, bool) else None)
+
+
+def _first_error(spec: StepSetSpec, label: Any, n_steps: int, where: str, field: str) -> int:
+    if label is None or label == -1 or (spec.no_error is not None and label == spec.no_error
+                                        and type(label) is type(spec.no_error)):
+        return -1
+    if isinstance(label, bool) or not isinstance(label, int):
+        raise DataError(f"{where}: field {field!r} (the first wrong step) must be an integer step index, -1 or null, "
+                        f"got {label!r}.")
+    index = label - spec.index_base
+    if not 0 <= index < n_steps:
+        first, last = spec.index_base, n_steps - 1 + spec.index_base
+        raise DataError(f"{where}: field {field!r} is {label}, out of range for {n_steps} steps "
+                        f"(steps count from {spec.index_base}: {first}..{last}, or -1/null for no error).")
+    return index
