@@ -158,6 +158,16 @@ def build_cases(tmp: Path) -> list[Case]:
         ("bad JSON in train", d("badtrain", good_meta, good, good + b'{"text": "x",\n'), "train.jsonl:3: not valid JSON"),
         ("NaN label in train", d("nantrain", good_meta, good, b'{"text": "x", "label": NaN}\n'), "train.jsonl:1"),
         ("infer fields, none", d("infer", {"labels": ["neg", "pos"]}, b'{"n": 1, "label": 0}\n'), "no string field"),
+        ("unknown kind", d("kindx", {**good_meta, "kind": "regression"}), "'kind' is 'regression'"),
+        ("step row without problem", d("steps1", {"kind": "steps"}, b'{"steps": ["a"], "label": -1}\n'),
+         "test.jsonl:1: field 'problem'"),
+        ("step not a string", d("steps2", {"kind": "steps"}, b'{"problem": "p", "steps": ["a", 2], "label": -1}\n'),
+         "field 'steps'[1]: a step must be"),
+        ("first error out of range", d("steps3", {"kind": "steps"}, b'{"problem": "p", "steps": ["a"], "label": 1}\n'),
+         "is 1, out of range for 1 steps"),
+        ("step split unknown", d("steps4", {"kind": "steps"}, b'{"problem": "p", "steps": ["a"], "label": 0}\n')
+         + "_holdout", "has no split 'holdout'"),
+        ("step field map unknown key", d("steps5", {"kind": "steps", "fields": {"question": "q"}}), "unknown keys"),
     ]
     env = {"GENCLF_DATA_DIR": str(data)}
     cases += [Case("data", name, [*eval_, "--model", "genclf-hf", "--model_args", "pretrained=default", "--tasks", task],

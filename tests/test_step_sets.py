@@ -201,3 +201,16 @@ def test_group_and_renamed_folder_give_the_built_in_figures(root, default_model_
         mean = (built_in[f"{metric},none"] + other[f"{metric},none"]) / 2
         assert results["genclf_processbench"][f"{metric},none"] == pytest.approx(mean)
     assert all(0.0 <= built_in[f"{m},none"] <= 1.0 for m in ("acc_erroneous", "acc_correct", "f1", "f1_oracle"))
+
+
+def test_stepwiser_data_section_reads_a_step_folder(root, monkeypatch):
+    from genclf_harness.training.stepwiser import StepWiserDataConfig, build_labels
+
+    monkeypatch.setenv("GENCLF_DATA_DIR", str(root))
+    data = StepWiserDataConfig(step_set="mysteps", step_split="dev", max_steps_per_solution=3, balance=True)
+    steps, counts = build_labels(data)
+    assert counts["solutions"] == 40 and counts["step_set"] == "mysteps"
+    assert counts["positive"] > counts["labelled"] - counts["positive"] > 0  # more right steps than wrong ones
+    assert counts["balanced"] == len(steps) == 2 * (counts["labelled"] - counts["positive"])
+    with pytest.raises(ValueError, match="give one source"):
+        StepWiserDataConfig(step_set="mysteps", labels_file=str(root / "mysteps" / "dev.jsonl")).check()
