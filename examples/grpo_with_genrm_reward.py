@@ -24,7 +24,7 @@ from trl import GRPOConfig, GRPOTrainer
 
 from genclf_harness.backends.default_model import ensure_default_model
 from genclf_harness.training.genrm_reward import GenRMReward
-from genclf_harness.verifiers.problems import LAST_LETTER
+from genclf_harness.verifiers.genrm.problems import LAST_LETTER
 
 
 class ExactAnswerReward:

@@ -12,7 +12,7 @@ import math
 import pytest
 
 from genclf_harness.backends.generation import Generator, SamplingSettings
-from genclf_harness.verifiers.bon import (
+from genclf_harness.verifiers.genrm.bon import (
     Candidate,
     CandidateSet,
     CandidatesFileError,
@@ -27,7 +27,7 @@ from genclf_harness.verifiers.bon import (
     weighted_vote,
     write_candidates,
 )
-from genclf_harness.verifiers.problems import LAST_LETTER, Problem
+from genclf_harness.verifiers.genrm.problems import LAST_LETTER, Problem
 
 
 def cands(*specs):

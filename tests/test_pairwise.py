@@ -9,7 +9,7 @@ import math
 
 import pytest
 
-from genclf_harness.verifiers.pairwise import (
+from genclf_harness.verifiers.pairwise.judge import (
     IPO_FORMAT,
     PAIRWISE_FORMAT,
     PairwiseJudge,
@@ -241,7 +241,7 @@ def test_lm_eval_tasks_run_and_agree_with_the_python_judges(scorer, default_mode
     from lm_eval.tasks import TaskManager
 
     from genclf_harness.resources import tasks_dir
-    from genclf_harness.verifiers import pairwise_tasks
+    from genclf_harness.harness.verifier_tasks import pairwise as pairwise_tasks
 
     # Three short pairs (natural and adversarial): their two documents each, like --limit 6 but cheaper.
     pairs = sorted(_short_pairs(llmbar, 3), key=llmbar.index)
@@ -292,7 +292,7 @@ def test_lm_eval_tasks_run_and_agree_with_the_python_judges(scorer, default_mode
 
 
 def test_task_aggregations_leave_out_incomplete_pairs():
-    from genclf_harness.verifiers import pairwise_tasks
+    from genclf_harness.harness.verifier_tasks import pairwise as pairwise_tasks
 
     doc = {"pair_id": "p", "subset": "natural", "label": 1, "slot": 1}
     lone = pairwise_tasks.process_pointwise(doc, [(-0.1, True), (-2.0, False)])["acc"]
@@ -309,7 +309,7 @@ def test_dpo_pairs_are_seeded_ranked_and_accepted_by_trl(tmp_path, scorer, model
     from trl.data_utils import is_conversational, maybe_apply_chat_template
 
     from genclf_harness.backends.generation import HFGenerator
-    from genclf_harness.verifiers.dpo_pairs import DPOBuildSettings, build_dpo_pairs, read_prompts, write_jsonl
+    from genclf_harness.verifiers.pairwise.dpo_pairs import DPOBuildSettings, build_dpo_pairs, read_prompts, write_jsonl
 
     model, tokenizer = model_and_tokenizer
     prompts = ["Name a fruit that is yellow.", "Give one word that rhymes with cat.", "What is 2 + 3?"]
@@ -361,7 +361,7 @@ def test_dpo_pairs_are_seeded_ranked_and_accepted_by_trl(tmp_path, scorer, model
 
 def test_dpo_builder_checks_its_input(tmp_path, scorer):
     from genclf_harness.backends.generation import HFGenerator
-    from genclf_harness.verifiers.dpo_pairs import DPOBuildSettings, build_dpo_pairs, read_prompts
+    from genclf_harness.verifiers.pairwise.dpo_pairs import DPOBuildSettings, build_dpo_pairs, read_prompts
 
     with pytest.raises(ValueError, match="n must be at least 2"):
         DPOBuildSettings(n=1)

@@ -25,3 +25,17 @@ def test_readme_main_job_runs_genclf_eval_on_the_default_model() -> None:
     main_jobs = [b for b in blocks if b.startswith("bash scripts/install.sh") and "genclf-eval" in b]
     assert len(main_jobs) == 1
     assert "pretrained=default" in main_jobs[0] and "--tasks genclf_" in main_jobs[0]
+
+
+def test_the_architecture_section_lists_every_folder() -> None:
+    """Every package folder and every tracked top-level folder appears in the architecture block."""
+    import subprocess
+
+    text = (REPO / "README.md").read_text()
+    block = text.split("## Architecture", 1)[1].split("```", 2)[1]
+    listed = set(re.findall(r"^\s*([\w.]+)/", block, flags=re.M))
+    packages = {path.parent.name for path in (REPO / "genclf_harness").rglob("__init__.py")} - {"genclf_harness"}
+    tracked = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True).stdout.split()
+    top = {name.split("/", 1)[0] for name in tracked if "/" in name} if tracked else set()
+    missing = sorted((packages | top) - listed)
+    assert not missing, f"README's architecture section does not list {missing}"

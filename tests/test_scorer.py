@@ -280,7 +280,7 @@ def test_genclf_hflm_default_model_auto_batch_and_cache(tmp_path):
 
 def step_prompts(data_dir: Path, tokenizer, solutions: int) -> list[LabelPrompt]:
     """ProcessBench step prompts in the chat template: every step of a solution shares its head."""
-    from genclf_harness.verifiers.steps import DEFAULT_STEP_FORMAT
+    from genclf_harness.verifiers.stepwise.steps import DEFAULT_STEP_FORMAT
 
     docs = [json.loads(line) for line in (data_dir / "processbench" / "gsm8k.jsonl").read_text().splitlines()[:solutions]]
     prompts = []

@@ -16,7 +16,7 @@ import pytest
 
 from genclf_harness.data import DataError
 from genclf_harness.data.step_sets import list_step_sets, load_step_rows, step_set_spec
-from genclf_harness.verifiers.steps import load_processbench
+from genclf_harness.verifiers.stepwise.steps import load_processbench
 
 DATA = Path(os.environ.get("GENCLF_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
@@ -157,7 +157,7 @@ def test_bad_rows_fail_before_the_model_loads(root):
 
 
 def test_stepwiser_labels_from_a_step_folder(root):
-    from genclf_harness.verifiers.step_labels import steps_from_first_errors
+    from genclf_harness.verifiers.stepwise.labels import steps_from_first_errors
 
     solutions = load_processbench("test", data_dir=root, dataset="mysteps")[:6]
     steps = steps_from_first_errors(solutions)

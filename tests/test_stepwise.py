@@ -12,7 +12,7 @@ import math
 
 import pytest
 
-from genclf_harness.verifiers.step_labels import (
+from genclf_harness.verifiers.stepwise.labels import (
     LabelledStep,
     QEstimate,
     Trajectory,
@@ -23,7 +23,7 @@ from genclf_harness.verifiers.step_labels import (
     read_labels,
     write_labels,
 )
-from genclf_harness.verifiers.steps import (
+from genclf_harness.verifiers.stepwise.steps import (
     DEFAULT_STEP_FORMAT,
     best_threshold_scores,
     first_error,
@@ -138,7 +138,7 @@ def test_processbench_data_and_errors(tmp_path):
 
 
 def test_processbench_task_functions():
-    from genclf_harness.verifiers import processbench_tasks as pb
+    from genclf_harness.harness.verifier_tasks import stepwise as pb
 
     doc = {"id": "s", "num_steps": 3, "label": 1, "threshold": 0.5}
     # (log P(Yes), log P(No)) per step: P(Yes) = 0.73, 0.27, 0.5
@@ -157,7 +157,7 @@ def test_processbench_task_functions():
 
 @pytest.fixture(scope="module")
 def judge(default_model_dir):
-    from genclf_harness.verifiers.stepwise import StepJudge
+    from genclf_harness.verifiers.stepwise.judge import StepJudge
 
     return StepJudge.from_pretrained(str(default_model_dir))
 
@@ -273,7 +273,7 @@ class FixedRollouts:
 
 
 def test_q_estimates_and_labels_from_fixed_rollouts():
-    from genclf_harness.verifiers.problems import GSM8K
+    from genclf_harness.verifiers.genrm.problems import GSM8K
 
     steps = ("She buys 3 packs of 4 pens: 3 * 4 = 12 pens.", "She gives away 5: 12 - 5 = 8 pens.",
              "The answer is 8.")
@@ -327,7 +327,7 @@ class ScriptedPolicy:
 
 
 def test_chunk_reset_search_resamples_rejected_chunks(judge):
-    from genclf_harness.verifiers.stepwise import StepJudge, chunk_reset_search, split_chunk
+    from genclf_harness.verifiers.stepwise.judge import StepJudge, chunk_reset_search, split_chunk
 
     assert split_chunk("\nA = 2.\n\nB = 3.") == ("A = 2.", False)
     assert split_chunk("The answer is 5.\n") == ("The answer is 5.", True)
@@ -352,8 +352,8 @@ def test_chunk_reset_search_resamples_rejected_chunks(judge):
 @pytest.mark.slow  # sampling and judging on a loaded 2-core CPU takes minutes
 def test_chunk_reset_search_with_the_real_policy(judge):
     from genclf_harness.backends.generation import HFGenerator
-    from genclf_harness.verifiers.problems import GSM8K
-    from genclf_harness.verifiers.stepwise import chunk_reset_search
+    from genclf_harness.verifiers.genrm.problems import GSM8K
+    from genclf_harness.verifiers.stepwise.judge import chunk_reset_search
 
     policy = HFGenerator.from_scorer(judge.scorer)
     problem = "Tom has 2 apples and buys 3 more. How many apples does he have?"

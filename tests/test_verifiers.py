@@ -11,10 +11,10 @@ import random
 
 import pytest
 
-from genclf_harness.verifiers import algorithmic
-from genclf_harness.verifiers.answers import answers_match, extract_boxed, extract_final_text, extract_number
-from genclf_harness.verifiers.bon import Candidate, CandidateSet, write_candidates
-from genclf_harness.verifiers.data import (
+from genclf_harness.verifiers.genrm import algorithmic
+from genclf_harness.verifiers.genrm.answers import answers_match, extract_boxed, extract_final_text, extract_number
+from genclf_harness.verifiers.genrm.bon import Candidate, CandidateSet, write_candidates
+from genclf_harness.verifiers.genrm.training_data import (
     VerificationExample,
     balance_examples,
     build_genrm_examples,
@@ -22,8 +22,8 @@ from genclf_harness.verifiers.data import (
     with_reference_rationales,
 )
 from genclf_harness.verifiers.format import DEFAULT_FORMAT
-from genclf_harness.verifiers.metrics import auroc, balanced_accuracy
-from genclf_harness.verifiers.problems import GSM8K, LAST_LETTER, WORD_SORTING, gsm8k_reference
+from genclf_harness.verifiers.genrm.metrics import auroc, balanced_accuracy
+from genclf_harness.verifiers.genrm.problems import GSM8K, LAST_LETTER, WORD_SORTING, gsm8k_reference
 
 QUESTION = 'Take the last letters of the words in "river candle" and concatenate them.'
 RIGHT = algorithmic.reference_solution("last_letter", ["river", "candle"])
@@ -47,7 +47,7 @@ def model_and_tokenizer(default_model_dir):
 def genrm(model_and_tokenizer):
     from genclf_harness.backends.generation import HFGenerator
     from genclf_harness.backends.scorer import HFScorer
-    from genclf_harness.verifiers.genrm import GenRM
+    from genclf_harness.verifiers.genrm.verifier import GenRM
 
     model, tokenizer = model_and_tokenizer
     scorer = HFScorer(model, tokenizer)
@@ -87,7 +87,7 @@ def test_yes_no_score_matches_a_manual_forward_pass(genrm, model_and_tokenizer):
 
 
 def test_plain_text_mode_reads_yes_after_a_space(genrm, model_and_tokenizer):
-    from genclf_harness.verifiers.genrm import GenRM
+    from genclf_harness.verifiers.genrm.verifier import GenRM
 
     model, tokenizer = model_and_tokenizer
     plain = GenRM(genrm.scorer, tokenizer=tokenizer, chat=False)
@@ -246,7 +246,7 @@ def test_demonstrations_are_not_problems():
     vocabulary = set(algorithmic.VOCABULARY)
     for task in (LAST_LETTER, WORD_SORTING):
         for question, solution in task.demonstrations:
-            from genclf_harness.verifiers.problems import words_of
+            from genclf_harness.verifiers.genrm.problems import words_of
 
             assert not set(words_of(task.name, question)) & vocabulary
             assert task.is_correct(solution, algorithmic.gold_answer(task.name, words_of(task.name, question)))
@@ -328,7 +328,7 @@ def test_a_few_steps_of_verifier_training(tmp_path, default_model_dir):
     from genclf_harness.resources import configs_dir
     from genclf_harness.training.config import load_config
     from genclf_harness.training.genrm import GenRMRecipeConfig, train_genrm
-    from genclf_harness.verifiers.genrm import GenRM
+    from genclf_harness.verifiers.genrm.verifier import GenRM
 
     sampled = CandidateSet("s1", QUESTION, "re", [Candidate(RIGHT, "re", True), Candidate(WRONG, "rc", False)])
     candidates = tmp_path / "train_candidates.jsonl"
@@ -354,7 +354,7 @@ def test_a_few_steps_of_chain_of_thought_verifier_training(tmp_path, default_mod
     from genclf_harness.resources import configs_dir
     from genclf_harness.training.config import load_config
     from genclf_harness.training.genrm import GenRMRecipeConfig, train_genrm
-    from genclf_harness.verifiers.genrm import GenRM
+    from genclf_harness.verifiers.genrm.verifier import GenRM
 
     config = load_config(GenRMRecipeConfig, configs_dir() / "genrm_last_letter_cpu.yaml", [
         f"train.output_dir={tmp_path / 'verifier'}", "train.max_steps=1", "train.per_device_train_batch_size=4",
@@ -454,7 +454,7 @@ def test_genrm_reward_inside_a_two_step_grpo_run(tmp_path, genrm, default_model_
 
 
 def test_bon_task_functions_on_hand_made_results(tmp_path, monkeypatch):
-    from genclf_harness.verifiers import tasks
+    from genclf_harness.harness.verifier_tasks import genrm as tasks
 
     sets = [
         CandidateSet("a", "Q1", "1", [Candidate("t", "2", False), Candidate("t", "1", True), Candidate("t", "1", True)]),

@@ -101,8 +101,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace, out: Path, timings: dict[str, float]) -> dict[str, Any] | None:
     from genclf_harness.backends.generation import HFGenerator, SamplingSettings
-    from genclf_harness.verifiers.bon import read_candidates, sample_candidates, write_candidates
-    from genclf_harness.verifiers.problems import get_task
+    from genclf_harness.verifiers.genrm.bon import read_candidates, sample_candidates, write_candidates
+    from genclf_harness.verifiers.genrm.problems import get_task
 
     task = get_task(args.task)
     if args.n < 1 or args.test_problems < 1:
@@ -210,8 +210,8 @@ def _train_record(folder: Path) -> dict[str, Any]:
 
 def _score(verifier_source: str, sets: list, args: argparse.Namespace) -> tuple[list, str]:
     """Scored candidate sets and how they were scored ("direct" or "cot xK, temperature T")."""
-    from genclf_harness.verifiers.bon import score_candidates
-    from genclf_harness.verifiers.genrm import GenRM
+    from genclf_harness.verifiers.genrm.bon import score_candidates
+    from genclf_harness.verifiers.genrm.verifier import GenRM
 
     overrides: dict[str, Any] = {}
     if args.cot is not None:
@@ -232,8 +232,8 @@ def _score(verifier_source: str, sets: list, args: argparse.Namespace) -> tuple[
 
 
 def _selection_table(sets: list, n: int) -> dict[str, Any]:
-    from genclf_harness.verifiers.bon import evaluate_selection, gap_closed
-    from genclf_harness.verifiers.metrics import auroc
+    from genclf_harness.verifiers.genrm.bon import evaluate_selection, gap_closed
+    from genclf_harness.verifiers.genrm.metrics import auroc
 
     ks = sorted({k for k in (1, 2, 4, 8, 16, 32, 64, n) if k <= n})
     by_k = {str(k): evaluate_selection(sets, n=k) for k in ks}

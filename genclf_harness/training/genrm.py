@@ -2,9 +2,9 @@
 
 ``genclf-train genrm --config configs/genrm_last_letter_cpu.yaml [--set data.num_problems=500 ...]``
 
-The examples (:mod:`genclf_harness.verifiers.data`): verification of a generator's own sampled
+The examples (:mod:`genclf_harness.verifiers.genrm.training_data`): verification of a generator's own sampled
 solutions (``data.candidates``: candidates files from ``genclf-bench bon`` or
-`genclf_harness.verifiers.bon.sample_candidates`, sampled on *training* problems) and of
+`genclf_harness.verifiers.genrm.bon.sample_candidates`, sampled on *training* problems) and of
 synthetic pairs (each training problem's reference solution and corruptions of it), balanced
 Yes/No, mixed with solution-generation examples at ratio λ (``data.generation_weight``). TRL's
 ``SFTTrainer`` trains through the shared runner (`genclf_harness.training.sft.run_sft`): a LoRA
@@ -37,7 +37,7 @@ class GenRMDataConfig(Section):
     """Which verification and generation examples to train on."""
 
     task: Literal["last_letter", "word_sorting", "gsm8k"] = field(
-        default="last_letter", metadata={"help": "The reasoning task (genclf_harness.verifiers.problems.TASKS)."}
+        default="last_letter", metadata={"help": "The reasoning task (genclf_harness.verifiers.genrm.problems.TASKS)."}
     )
     candidates: list[str] = field(
         default_factory=list,
@@ -146,14 +146,14 @@ class GenRMRecipeConfig:
 
 def build_examples(data: GenRMDataConfig, chat: bool, extra_candidates: Sequence[Any] = ()) -> Any:
     """The training rows (`GenRMExamples`) a data section describes, plus candidate sets given directly."""
-    from genclf_harness.verifiers.bon import read_candidates
-    from genclf_harness.verifiers.data import (
+    from genclf_harness.verifiers.genrm.bon import read_candidates
+    from genclf_harness.verifiers.genrm.training_data import (
         build_genrm_examples,
         examples_from_candidates,
         synthetic_examples,
         with_reference_rationales,
     )
-    from genclf_harness.verifiers.problems import get_task
+    from genclf_harness.verifiers.genrm.problems import get_task
 
     task = get_task(data.task)
     sets = [s for path in data.candidates for s in read_candidates(path)] + list(extra_candidates)
@@ -204,11 +204,11 @@ def evaluate_verifier(model: Any, tokenizer: Any, task_name: str, *, num_problem
 
     from genclf_harness.backends.generation import HFGenerator
     from genclf_harness.backends.scorer import HFScorer
-    from genclf_harness.verifiers.bon import evaluate_selection, read_candidates, score_candidates
-    from genclf_harness.verifiers.data import synthetic_examples
-    from genclf_harness.verifiers.genrm import GenRM
-    from genclf_harness.verifiers.metrics import auroc, balanced_accuracy, verification_accuracy
-    from genclf_harness.verifiers.problems import get_task
+    from genclf_harness.verifiers.genrm.bon import evaluate_selection, read_candidates, score_candidates
+    from genclf_harness.verifiers.genrm.training_data import synthetic_examples
+    from genclf_harness.verifiers.genrm.verifier import GenRM
+    from genclf_harness.verifiers.genrm.metrics import auroc, balanced_accuracy, verification_accuracy
+    from genclf_harness.verifiers.genrm.problems import get_task
 
     task = get_task(task_name)
     scorer = HFScorer(model, tokenizer, autocast_dtype=torch.bfloat16 if autocast_bf16 else None)

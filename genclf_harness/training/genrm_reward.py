@@ -2,7 +2,7 @@
 
 TRL no longer ships judges; RL scripts need "how likely is this completion correct" as a reward.
 ``GenRMReward`` scores every completion with a GenRM verifier (P("Yes") to "Is the answer correct
-(Yes/No)?", normalised over Yes/No; :mod:`genclf_harness.verifiers.genrm`) in one batched call
+(Yes/No)?", normalised over Yes/No; :mod:`genclf_harness.verifiers.genrm.verifier`) in one batched call
 per reward computation. It is a picklable callable class with a ``__name__`` and TRL's signature::
 
     reward(prompts, completions, completion_ids=None, **columns) -> list[float]
@@ -82,7 +82,7 @@ class GenRMReward:
         if self._verifier is None:
             import torch
 
-            from genclf_harness.verifiers.genrm import GenRM
+            from genclf_harness.verifiers.genrm.verifier import GenRM
 
             self._verifier = GenRM.from_pretrained(
                 self.verifier_source, dtype=self.dtype, device=self.device,

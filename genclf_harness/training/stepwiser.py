@@ -3,10 +3,10 @@
 ``genclf-train stepwiser --config configs/stepwiser_cpu.yaml [--set data.num_problems=16 ...]``
 
 1. **Trajectories**: solutions of training problems of a reasoning task
-   (:mod:`genclf_harness.verifiers.problems`), sampled from the policy (``data.source: sampled``,
+   (:mod:`genclf_harness.verifiers.genrm.problems`), sampled from the policy (``data.source: sampled``,
    split into steps by ``data.split``) or the reference solutions and a corruption of each
    (``reference``, one step per line).
-2. **Labels** (:mod:`genclf_harness.verifiers.step_labels`): ``data.rollouts`` continuations from
+2. **Labels** (:mod:`genclf_harness.verifiers.stepwise.labels`): ``data.rollouts`` continuations from
    every step prefix give Q estimates; each step is labelled by ``data.rule`` (abs_q, rel_ratio with
    ``gamma``, rel_effective with ``alpha`` and ``n``), the classes are balanced, and the labelled steps
    are written to ``<output_dir>/step_labels.jsonl`` (``data.labels_file`` reuses such a file and
@@ -151,7 +151,7 @@ class VerdictMatchReward:
     """1 when the judgement's parsed verdict equals the step's label (dataset column ``label``), else 0.
 
     A TRL reward function (picklable, with a ``__name__``); the verdict is read by
-    :func:`genclf_harness.verifiers.steps.parse_verdict` (``Verdict: Yes/No``), never evaluated.
+    :func:`genclf_harness.verifiers.stepwise.steps.parse_verdict` (``Verdict: Yes/No``), never evaluated.
     """
 
     def __init__(self, *, gold_key: str = "label", unparsed: float = 0.0, name: str = "verdict_match") -> None:
@@ -161,7 +161,7 @@ class VerdictMatchReward:
 
     def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], completion_ids: Any = None,
                  **columns: Any) -> list[float]:
-        from genclf_harness.verifiers.steps import parse_verdict
+        from genclf_harness.verifiers.stepwise.steps import parse_verdict
 
         if self.gold_key not in columns:
             raise KeyError(f"{self.__name__}: the dataset has no {self.gold_key!r} column (keep remove_unused_columns=False)")
@@ -188,16 +188,16 @@ def build_labels(data: StepWiserDataConfig) -> tuple[list[Any], dict[str, Any]]:
     import torch
 
     from genclf_harness.backends.generation import HFGenerator
-    from genclf_harness.verifiers.problems import get_task
-    from genclf_harness.verifiers.step_labels import Trajectory, balance, estimate_q, labelled_steps, read_labels
-    from genclf_harness.verifiers.steps import split_steps
+    from genclf_harness.verifiers.genrm.problems import get_task
+    from genclf_harness.verifiers.stepwise.labels import Trajectory, balance, estimate_q, labelled_steps, read_labels
+    from genclf_harness.verifiers.stepwise.steps import split_steps
 
     if data.labels_file:
         steps = read_labels(data.labels_file)
         counts: dict[str, Any] = {"labels_file": data.labels_file}
     elif data.step_set:
-        from genclf_harness.verifiers.step_labels import steps_from_first_errors
-        from genclf_harness.verifiers.steps import load_processbench
+        from genclf_harness.verifiers.stepwise.labels import steps_from_first_errors
+        from genclf_harness.verifiers.stepwise.steps import load_processbench
 
         solutions = load_processbench(data.step_split, dataset=data.step_set)
         steps = steps_from_first_errors(solutions, data.max_steps_per_solution)
@@ -257,7 +257,7 @@ def build_labels(data: StepWiserDataConfig) -> tuple[list[Any], dict[str, Any]]:
 
 def judge_rows(steps: Sequence[Any], chat: bool, tokenizer: Any, reasoning: bool = True) -> list[dict[str, Any]]:
     """GRPO rows: the step-judge prompt asking for a verdict, and the label column the reward reads."""
-    from genclf_harness.verifiers.steps import DEFAULT_STEP_FORMAT
+    from genclf_harness.verifiers.stepwise.steps import DEFAULT_STEP_FORMAT
 
     ask = DEFAULT_STEP_FORMAT.reasoning_instruction if reasoning else DEFAULT_STEP_FORMAT.verdict_instruction
     rows = []
@@ -280,7 +280,7 @@ def train_stepwiser(config: StepWiserRecipeConfig, config_path: str | None = Non
     from genclf_harness.training.examples import uses_chat
     from genclf_harness.training.modeling import load_for_training, load_tokenizer, trainable_summary
     from genclf_harness.training.records import RECORD_FILE, JsonlLogCallback, versions, write_json
-    from genclf_harness.verifiers.step_labels import write_labels
+    from genclf_harness.verifiers.stepwise.labels import write_labels
 
     started = time.perf_counter()
     output_dir = Path(config.train.output_dir)
@@ -337,8 +337,8 @@ def evaluate_processbench(model: Any, tokenizer: Any, split: str, limit: int, *,
     import torch
 
     from genclf_harness.backends.scorer import HFScorer
-    from genclf_harness.verifiers.stepwise import StepJudge
-    from genclf_harness.verifiers.steps import load_processbench, processbench_scores
+    from genclf_harness.verifiers.stepwise.judge import StepJudge
+    from genclf_harness.verifiers.stepwise.steps import load_processbench, processbench_scores
 
     model.eval()
     examples = load_processbench(split, limit=limit, dataset=dataset)

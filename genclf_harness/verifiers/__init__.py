@@ -1,16 +1,15 @@
-"""Generative verifiers: GenRM P("Yes") scoring, chain-of-thought voting, best-of-N, judges.
+"""Generative verifiers, one subpackage per family, with what they share beside them.
 
-- `genrm`: :class:`~genclf_harness.verifiers.genrm.GenRM`, a verifier on any ``Scorer`` backend
-  (and ``Generator`` for chain-of-thought verification);
-- `format`: the verification prompt and the Yes/No answer tokens, shared by scoring, training and
-  the lm-eval tasks;
-- `bon`: best-of-N: the candidates file, resumable sampling, selection rules, pass@k;
-- `answers`: final answers parsed from solutions (numbers, ``\\boxed{}``, "The answer is");
-- `problems`, `algorithmic`: reasoning tasks (GSM8K, last-letter concatenation, word sorting);
-- `data`: verifier training examples (balanced Yes/No, mixed with solution generation);
-- `metrics`: AUROC and verification accuracy;
-- `tasks`: the functions the ``tasks/verifiers`` YAMLs name.
+- `genrm/`: GenRM P("Yes") verification, chain-of-thought voting, best-of-N, the reasoning problems
+  and their answers (docs/verifiers.md);
+- `stepwise/`: stepwise judges, ProcessBench's metric, StepWiser's Monte-Carlo step labels
+  (docs/stepwise.md);
+- `pairwise/`: pointwise and pairwise preference judges, preference pairs, DPO pairs
+  (docs/pairwise.md);
+- `format`: the Yes/No verification prompt and answer tokens all three families use.
 
-Nothing is imported here, so ``import genclf_harness.verifiers.answers`` stays light (no torch).
-See docs/verifiers.md.
+The lm-eval glue of each family (what the ``tasks/verifiers`` YAMLs name) is
+:mod:`genclf_harness.harness.verifier_tasks`; the data folders they read are read through
+:mod:`genclf_harness.data`. Nothing is imported here, so ``import genclf_harness.verifiers.genrm.answers``
+stays light (no torch).
 """

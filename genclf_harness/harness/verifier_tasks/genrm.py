@@ -5,10 +5,10 @@ The model under evaluation is the *verifier*. Each document is one candidate sol
 a Yes/No multiple-choice question in the GenRM format (:mod:`genclf_harness.verifiers.format`);
 its P("Yes") normalised over Yes/No is the candidate's score. Run with ``--apply_chat_template``
 for chat verifiers: lm-eval then puts the question in a user turn and reads "Yes"/"No" right after
-the assistant marker, exactly as :class:`~genclf_harness.verifiers.genrm.GenRM` does.
+the assistant marker, exactly as :class:`~genclf_harness.verifiers.genrm.verifier.GenRM` does.
 
 - ``genclf_gsm8k_bon``: candidates sampled for each problem (a candidates file, see
-  :mod:`genclf_harness.verifiers.bon`); the aggregations group the documents by problem and report
+  :mod:`genclf_harness.verifiers.genrm.bon`); the aggregations group the documents by problem and report
   ``first_sample``, ``majority``, ``best_of_n`` (highest P(Yes)), ``weighted_vote`` and
   ``pass_at_n``.
 - ``genclf_gsm8k_verify``: labelled candidates; ``acc`` (P(Yes) > 0.5 exactly for the correct
@@ -27,10 +27,10 @@ import os
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-from genclf_harness.verifiers.bon import Candidate, CandidateSet, evaluate_selection, read_candidates
+from genclf_harness.verifiers.genrm.bon import Candidate, CandidateSet, evaluate_selection, read_candidates
 from genclf_harness.verifiers.format import DEFAULT_FORMAT
-from genclf_harness.verifiers.metrics import auroc as _auroc
-from genclf_harness.verifiers.metrics import balanced_accuracy
+from genclf_harness.verifiers.genrm.metrics import auroc as _auroc
+from genclf_harness.verifiers.genrm.metrics import balanced_accuracy
 
 CANDIDATES_ENV = "GENCLF_CANDIDATES"
 
@@ -51,7 +51,7 @@ def _candidates_path(metadata: dict[str, Any], required: bool, task: str) -> str
         raise ValueError(
             f"{task} needs a candidates file: pass --metadata '{{\"candidates\": \"FILE.jsonl\"}}' or set "
             f"{CANDIDATES_ENV}=FILE.jsonl (make one with `genclf-bench bon --task gsm8k --sample-only` or "
-            "genclf_harness.verifiers.bon.sample_candidates)"
+            "genclf_harness.verifiers.genrm.bon.sample_candidates)"
         )
     return str(path) if path else None
 
@@ -92,7 +92,7 @@ def load_verify_candidates(candidates: str | None = None, num_problems: int | No
     if path:
         sets = read_candidates(path)
     else:
-        from genclf_harness.verifiers.problems import GSM8K
+        from genclf_harness.verifiers.genrm.problems import GSM8K
 
         rng = random.Random(0)
         sets = []

@@ -1,7 +1,7 @@
 """The functions the LLMBar task YAMLs (``tasks/verifiers/genclf_llmbar*.yaml``) name.
 
 Plain Python: lm-eval calls them, nothing here imports it. The evaluated model is the judge;
-the decisions and reports are those of :mod:`genclf_harness.verifiers.pairwise`, so lm-eval and
+the decisions and reports are those of :mod:`genclf_harness.verifiers.pairwise.judge`, so lm-eval and
 the Python judges agree by construction.
 
 - ``genclf_llmbar`` (pointwise, IPO): two documents per pair, one per output, each asked
@@ -26,7 +26,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
-from genclf_harness.verifiers.pairwise import (
+from genclf_harness.verifiers.pairwise.judge import (
     IPO_FORMAT,
     PAIRWISE_FORMAT,
     PairwiseComparison,

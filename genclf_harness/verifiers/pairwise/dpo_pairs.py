@@ -1,7 +1,7 @@
 """DPO pairs from a model's own samples, ranked by a judge's P("Yes") (IPO's self-improvement loop).
 
 For each prompt: sample ``n`` responses (any ``Generator``), score each with the pointwise judge
-(:class:`~genclf_harness.verifiers.pairwise.PointwiseJudge`, "Does the response follow the
+(:class:`~genclf_harness.verifiers.pairwise.judge.PointwiseJudge`, "Does the response follow the
 instruction well (Yes/No)?"), and keep the highest-scored response as ``chosen`` and the lowest
 as ``rejected`` when their P("Yes") differ by at least ``min_margin``. With the same model as
 generator and judge this is IPO's loop: the model's own preference labels its own samples.
@@ -28,7 +28,7 @@ dropped, and a prompt whose best and worst samples are the same text or closer t
 
 Command line::
 
-    python -m genclf_harness.verifiers.dpo_pairs --prompts prompts.jsonl --field prompt \\
+    python -m genclf_harness.verifiers.pairwise.dpo_pairs --prompts prompts.jsonl --field prompt \\
         --out dpo_pairs.jsonl --model default --n 4 --seed 0 --min-margin 0.05
 """
 
@@ -45,7 +45,7 @@ from typing import Any
 
 from genclf_harness.backends.generation import Generator, SamplingSettings, chat_prompt, generate_with
 from genclf_harness.data.jsonl import iter_jsonl
-from genclf_harness.verifiers.pairwise import PointwiseJudge
+from genclf_harness.verifiers.pairwise.judge import PointwiseJudge
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,7 +174,7 @@ def read_prompts(path: str | os.PathLike[str], field_name: str = "prompt", limit
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m genclf_harness.verifiers.dpo_pairs",
+    parser = argparse.ArgumentParser(prog="python -m genclf_harness.verifiers.pairwise.dpo_pairs",
                                      description="DPO pairs from a model's own samples ranked by its P(Yes) (IPO).")
     parser.add_argument("--prompts", required=True, help="JSONL file of prompts")
     parser.add_argument("--field", default="prompt", help="the prompt field of each row (default: prompt)")

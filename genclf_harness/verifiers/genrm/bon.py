@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from genclf_harness.backends.generation import Generator, SamplingSettings
-from genclf_harness.verifiers.problems import Problem, ReasoningTask
+from genclf_harness.verifiers.genrm.problems import Problem, ReasoningTask
 
 logger = logging.getLogger(__name__)
 
@@ -241,7 +241,7 @@ def sample_candidates(
 
 
 def _candidate(task: ReasoningTask, text: str, gold: str) -> Candidate:
-    from genclf_harness.verifiers.answers import answers_match
+    from genclf_harness.verifiers.genrm.answers import answers_match
 
     answer = task.extract(text)
     return Candidate(text=text, answer=answer, correct=answers_match(answer, gold))

@@ -1,14 +1,14 @@
 """Stepwise judges on any backend, and chunk-reset search (StepWiser).
 
 :class:`StepJudge` judges each step of a solution given the problem and the earlier steps, in the
-format of :mod:`genclf_harness.verifiers.steps`, in one of two ways:
+format of :mod:`genclf_harness.verifiers.stepwise.steps`, in one of two ways:
 
 - **P(Yes)** (:meth:`StepJudge.judge`): every step prompt becomes one ``LabelPrompt`` with the
   Yes/No continuations, all steps of all solutions go to the ``Scorer`` in one call, and a step's
   score is P("Yes") normalised over Yes/No (as GenRM's);
 - **generated verdict** (:meth:`StepJudge.judge_generated`): the judge writes an answer ending in
   ``Verdict: Yes/No``, optionally after reasoning (StepWiser's judge), on any ``Generator``; the
-  verdict is parsed (:func:`~genclf_harness.verifiers.steps.parse_verdict`). A step is then worth
+  verdict is parsed (:func:`~genclf_harness.verifiers.stepwise.steps.parse_verdict`). A step is then worth
   1.0 (Yes) or 0.0 (No); an unreadable verdict counts as ``unparsed_score`` (0.5 by default, so
   at the default threshold of 0.5 it is *not* a rejection: no evidence of an error).
 
@@ -31,8 +31,8 @@ from typing import Any, Literal
 
 from genclf_harness.backends.generation import Generator, chat_prompt, has_chat_template
 from genclf_harness.backends.protocol import LabelPrompt, Scorer
-from genclf_harness.verifiers.genrm import p_yes as _p_yes
-from genclf_harness.verifiers.steps import (
+from genclf_harness.verifiers.genrm.verifier import p_yes as _p_yes
+from genclf_harness.verifiers.stepwise.steps import (
     DEFAULT_STEP_FORMAT,
     StepJudgeFormat,
     check_steps,
@@ -60,7 +60,7 @@ class StepJudge:
         scorer: any ``Scorer`` (``HFScorer``, the vLLM backend); ``None`` for a generation-only judge.
         tokenizer: renders the chat template; default: the scorer's or generator's ``tokenizer``.
         generator: for generated verdicts; default: the scorer itself if it can generate.
-        format: the step-judge prompt (:class:`~genclf_harness.verifiers.steps.StepJudgeFormat`).
+        format: the step-judge prompt (:class:`~genclf_harness.verifiers.stepwise.steps.StepJudgeFormat`).
         chat: use the chat template (``None``: when the tokenizer has one).
         threshold: a step is judged wrong when its score is below this.
     """
@@ -97,7 +97,7 @@ class StepJudge:
         """A transformers judge: a model folder, a LoRA adapter folder (merged), a hub id or ``"default"``."""
         from genclf_harness.backends.generation import HFGenerator
         from genclf_harness.backends.scorer import HFScorer
-        from genclf_harness.verifiers.genrm import load_verifier_model
+        from genclf_harness.verifiers.genrm.verifier import load_verifier_model
 
         model, tokenizer = load_verifier_model(pretrained, dtype=dtype, device=device)
         scorer = HFScorer(model, tokenizer, autocast_dtype=autocast_dtype, max_batch_tokens=max_batch_tokens)

@@ -1,11 +1,11 @@
 """The functions the ProcessBench task YAMLs name: the loader, per-solution results, aggregations.
 
 Plain Python; lm-eval calls these, and the task class that expands a solution into one Yes/No
-request pair per step is :class:`genclf_harness.harness.processbench_task.ProcessBenchTask`.
+request pair per step is :class:`genclf_harness.harness.verifier_tasks.step_task.ProcessBenchTask`.
 
 Each document is one solution of a step-labelled folder's split: ``$GENCLF_DATA_DIR/processbench/<split>.jsonl``
 for ``genclf_processbench_<split>``, or a folder of your own (:mod:`genclf_harness.data.step_sets`). Step ``i``
-is asked in the step-judge format (:mod:`genclf_harness.verifiers.steps`): the problem, steps
+is asked in the step-judge format (:mod:`genclf_harness.verifiers.stepwise.steps`): the problem, steps
 ``0..i-1`` and step ``i``, then "Is the new step correct (Yes/No)?"; its score is P("Yes")
 normalised over Yes/No. The predicted first wrong step is the first step below the threshold
 (``--metadata '{"threshold": 0.3}'``, default 0.5), -1 if none. Metrics (ProcessBench's):
@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from genclf_harness.data.step_sets import PROCESSBENCH
-from genclf_harness.verifiers.steps import (
+from genclf_harness.verifiers.stepwise.steps import (
     DEFAULT_STEP_FORMAT,
     best_threshold_scores,
     first_error,

@@ -36,7 +36,7 @@ from typing import Any, Literal
 
 from genclf_harness.backends.generation import Generator
 from genclf_harness.data.jsonl import iter_jsonl
-from genclf_harness.verifiers.steps import check_steps
+from genclf_harness.verifiers.stepwise.steps import check_steps
 
 LabelRule = Literal["abs_q", "rel_ratio", "rel_effective"]
 LABEL_RULES: tuple[str, ...] = ("abs_q", "rel_ratio", "rel_effective")
@@ -175,7 +175,7 @@ def labelled_steps(trajectories: Sequence[Trajectory], estimates: Sequence[QEsti
 
 def steps_from_first_errors(solutions: Sequence[Any], max_steps: int | None = None) -> list[LabelledStep]:
     """Labelled steps from solutions with a known first wrong step (``problem``, ``steps``, ``label``:
-    0-based, -1 for none, as :func:`~genclf_harness.verifiers.steps.load_processbench` gives them):
+    0-based, -1 for none, as :func:`~genclf_harness.verifiers.stepwise.steps.load_processbench` gives them):
     every step before it is right, it is wrong, the steps after it are left out (a step after an
     error has no agreed label). ``max_steps`` keeps the first N steps of each solution. No Q values:
     ``q_before``/``q_after`` are NaN."""

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from genclf_harness.verifiers.answers import extract_final_text
+from genclf_harness.verifiers.genrm.answers import extract_final_text
 
 AlgorithmicTaskName = Literal["last_letter", "word_sorting"]
 Split = Literal["train", "test"]

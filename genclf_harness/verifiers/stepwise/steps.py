@@ -1,8 +1,8 @@
 """Stepwise judging: steps, the step-judge prompt, verdicts, the first wrong step, ProcessBench.
 
-Plain Python (no torch, no lm-eval): the judge (:mod:`genclf_harness.verifiers.stepwise`), the
-lm-eval tasks (:mod:`genclf_harness.verifiers.processbench_tasks`), the Monte-Carlo labels
-(:mod:`genclf_harness.verifiers.step_labels`) and StepWiser training all use these definitions.
+Plain Python (no torch, no lm-eval): the judge (:mod:`genclf_harness.verifiers.stepwise.judge`), the
+lm-eval tasks (:mod:`genclf_harness.harness.verifier_tasks.stepwise`), the Monte-Carlo labels
+(:mod:`genclf_harness.verifiers.stepwise.labels`) and StepWiser training all use these definitions.
 
 The step-judge prompt judges step ``i`` given the problem and steps ``0 .. i-1``::
 

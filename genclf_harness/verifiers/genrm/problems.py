@@ -7,9 +7,9 @@ verifier training). Three are built in:
 
 - ``gsm8k``: GSM8K from ``$GENCLF_DATA_DIR/gsm8k/{train,test}.jsonl`` (question, solution ending
   with ``#### N``, answer); answers are numbers, extracted and compared by value
-  (:mod:`genclf_harness.verifiers.answers`);
+  (:mod:`genclf_harness.verifiers.genrm.answers`);
 - ``last_letter`` and ``word_sorting``: the paper's algorithmic tasks
-  (:mod:`genclf_harness.verifiers.algorithmic`), seeded, with disjoint train and test problems.
+  (:mod:`genclf_harness.verifiers.genrm.algorithmic`), seeded, with disjoint train and test problems.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Literal
 
 from genclf_harness.data.jsonl import iter_jsonl
-from genclf_harness.verifiers import algorithmic
-from genclf_harness.verifiers.answers import answers_match, extract_number
+from genclf_harness.verifiers.genrm import algorithmic
+from genclf_harness.verifiers.genrm.answers import answers_match, extract_number
 
 Split = Literal["train", "test"]
 

@@ -30,9 +30,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from genclf_harness.verifiers.bon import CandidateSet
+from genclf_harness.verifiers.genrm.bon import CandidateSet
 from genclf_harness.verifiers.format import DEFAULT_FORMAT, VerificationFormat
-from genclf_harness.verifiers.problems import Problem, ReasoningTask
+from genclf_harness.verifiers.genrm.problems import Problem, ReasoningTask
 
 Balance = Literal["downsample", "upsample", "none"]
 
