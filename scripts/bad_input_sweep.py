@@ -168,6 +168,15 @@ def build_cases(tmp: Path) -> list[Case]:
         ("step split unknown", d("steps4", {"kind": "steps"}, b'{"problem": "p", "steps": ["a"], "label": 0}\n')
          + "_holdout", "has no split 'holdout'"),
         ("step field map unknown key", d("steps5", {"kind": "steps", "fields": {"question": "q"}}), "unknown keys"),
+        ("dialogues share no prompt", d("pref1", {"kind": "preference"},
+                                        b'{"chosen": "\\n\\nHuman: a\\n\\nAssistant: x", "rejected": "\\n\\nHuman: b\\n\\nAssistant: y"}\n'),
+         "share no prompt"),
+        ("identical responses", d("pref2", {"kind": "preference"},
+                                  b'{"instruction": "i", "output_1": "same", "output_2": "same", "label": 1}\n')
+         + "_pairwise", "two outputs are identical"),
+        ("preference label unknown", d("pref3", {"kind": "preference"},
+                                       b'{"instruction": "i", "output_1": "a", "output_2": "b", "label": "C"}\n'),
+         "field 'label' is 'C'"),
     ]
     env = {"GENCLF_DATA_DIR": str(data)}
     cases += [Case("data", name, [*eval_, "--model", "genclf-hf", "--model_args", "pretrained=default", "--tasks", task],

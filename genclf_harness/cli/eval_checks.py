@@ -94,7 +94,7 @@ def check_data(tasks: list[str], data_dir: str | None = None) -> None:
     """The data root and every classification data set the genclf tasks will read: ``meta.json``
     and the rows of the evaluated and the training split where they are local files (encoding,
     JSON, field types, NaN/inf, labels), so that a bad row fails now, not after the model loaded."""
-    _check_step_sets(tasks, data_dir)
+    _check_verifier_sets(tasks, data_dir)
     names = dict.fromkeys(_datasets_of(tasks, data_dir))
     if not names:
         return
@@ -110,10 +110,15 @@ def check_data(tasks: list[str], data_dir: str | None = None) -> None:
                 load_split(name, split, data_dir)  # hub copies are checked where they load
 
 
-def _check_step_sets(tasks: list[str], data_dir: str | None) -> None:
-    """Every row of the step-labelled splits the tasks will read (problem, steps, first wrong step)."""
+def _check_verifier_sets(tasks: list[str], data_dir: str | None) -> None:
+    """Every row of the step-labelled splits (problem, steps, first wrong step) and of the preference
+    pairs the tasks will read."""
+    from genclf_harness.data.preference_sets import load_preference_pairs
     from genclf_harness.data.step_sets import load_step_rows, step_set_spec
-    from genclf_harness.harness.local_tasks import step_task
+    from genclf_harness.harness.local_tasks import preference_task, step_task
+
+    for folder in dict.fromkeys(found[0] for found in (preference_task(t, data_dir) for t in tasks) if found):
+        load_preference_pairs(folder, None, data_dir)
 
     for folder, split in dict.fromkeys(found for found in (step_task(t, data_dir) for t in tasks) if found):
         spec = step_set_spec(folder, data_dir)

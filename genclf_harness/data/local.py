@@ -31,7 +31,8 @@ required in ``meta.json``; every other key has a default:
   ``HubSource``), read where a split has no local file; without it the data set is local only.
 
 ``kind`` is ``classification`` (the default); a folder of step-labelled solutions says ``steps``
-(:mod:`genclf_harness.data.step_sets`). Keys it does not know (``source``, ``license`` ...) are kept out of the spec without complaint.
+(:mod:`genclf_harness.data.step_sets`), one of preference pairs ``preference``
+(:mod:`genclf_harness.data.preference_sets`). Keys it does not know (``source``, ``license`` ...) are kept out of the spec without complaint.
 A built-in name (``sst2`` ...) always means the built-in spec; its ``meta.json`` must agree on
 the labels.
 """
@@ -147,8 +148,11 @@ def spec_from_folder(folder: str | os.PathLike[str]) -> DatasetSpec:
     if kind == "steps":
         raise bad(f"holds step-labelled solutions (\"kind\": \"steps\"), not a classification data set; its "
                   f"tasks are genclf_{folder.name}_<split> and the group genclf_{folder.name}.")
+    if kind == "preference":
+        raise bad(f"holds preference pairs (\"kind\": \"preference\"), not a classification data set; its "
+                  f"tasks are genclf_{folder.name} (pointwise) and genclf_{folder.name}_pairwise.")
     if kind != "classification":
-        raise bad(f"'kind' is {kind!r}; known kinds: \"classification\" (the default), \"steps\".")
+        raise bad(f"'kind' is {kind!r}; known kinds: \"classification\" (the default), \"steps\", \"preference\".")
     labels = meta.get("labels")
     if labels is None:
         raise bad("has no 'labels' (the label names in index order); without them it is not a "

@@ -9,7 +9,10 @@ The built-in data sets have their task YAMLs under ``tasks/``; a local data set
 A step-labelled folder (``processbench``, or ``meta.json`` with ``"kind": "steps"``;
 :mod:`genclf_harness.data.step_sets`) gets ``genclf_<name>_<split>`` for each of its splits (the
 step-judge template, ``tasks/verifiers/_step_task_template_yaml``) and the group ``genclf_<name>``,
-the unweighted mean of the splits' figures (ProcessBench's average F1).
+the unweighted mean of the splits' figures (ProcessBench's average F1). A preference folder
+(``llmbar``, or ``"kind": "preference"``; :mod:`genclf_harness.data.preference_sets`) gets
+``genclf_<name>`` (pointwise, IPO) and ``genclf_<name>_pairwise`` (both orders) over its evaluated
+split, from the templates ``tasks/verifiers/_preference_{pointwise,pairwise}_template_yaml``.
 """
 
 from __future__ import annotations
@@ -35,16 +38,9 @@ STEP_METRICS = ("f1", "acc_erroneous", "acc_correct", "f1_oracle")
 def step_task(task: str, data_dir: str | None = None) -> tuple[str, str | None] | None:
     """``(folder, split)`` when ``task`` is ``genclf_<folder>_<split>`` of a step-labelled folder,
     ``(folder, None)`` for its group ``genclf_<folder>``; None otherwise (split names hold no ``_``)."""
-    from genclf_harness.data.root import resolve_data_root
-    from genclf_harness.data.specs import DataError
     from genclf_harness.data.step_sets import is_step_set
 
-    if not task.startswith("genclf_"):
-        return None
-    try:
-        root = resolve_data_root(data_dir)
-    except DataError:
-        return None
+    root = _root_or_none(task, data_dir)
     if root is None:
         return None
     rest = task.removeprefix("genclf_")
@@ -53,6 +49,47 @@ def step_task(task: str, data_dir: str | None = None) -> tuple[str, str | None] 
         if folder and (root / folder).is_dir() and is_step_set(root / folder):
             return folder, part
     return None
+
+
+def preference_task(task: str, data_dir: str | None = None) -> tuple[str, str] | None:
+    """``(folder, "pointwise" or "pairwise")`` when ``task`` is ``genclf_<folder>`` or
+    ``genclf_<folder>_pairwise`` of a preference folder; None otherwise."""
+    from genclf_harness.data.preference_sets import is_preference_set
+
+    root = _root_or_none(task, data_dir)
+    if root is None:
+        return None
+    rest = task.removeprefix("genclf_")
+    for folder, kind in ((rest, "pointwise"), (rest.removesuffix("_pairwise"), "pairwise")):
+        if kind == "pairwise" and not rest.endswith("_pairwise"):
+            continue
+        if folder and (root / folder).is_dir() and is_preference_set(root / folder):
+            return folder, kind
+    return None
+
+
+def _root_or_none(task: str, data_dir: str | None) -> Any:
+    from genclf_harness.data.root import resolve_data_root
+    from genclf_harness.data.specs import DataError
+
+    if not task.startswith("genclf_"):
+        return None
+    try:
+        return resolve_data_root(data_dir)
+    except DataError:
+        return None
+
+
+def _preference_task_yaml(task: str, folder: str, kind: str, data_dir: str | None) -> dict[str, str]:
+    from genclf_harness.data.preference_sets import preference_set_spec
+    from genclf_harness.harness.tasks import yaml_scalar
+    from genclf_harness.resources import tasks_dir
+
+    if task in _builtin_task_names():  # genclf_llmbar, genclf_llmbar_pairwise ship as YAMLs
+        return {}
+    preference_set_spec(folder, data_dir)  # a bad meta.json fails here, naming the file
+    template = yaml_scalar(str(tasks_dir() / "verifiers" / f"_preference_{kind}_template_yaml"))
+    return {task: f"{LOCAL_HEADER}task: {task}\ninclude: {template}\ndataset_kwargs:\n  dataset: {yaml_scalar(folder)}\n"}
 
 
 def _step_task_yamls(task: str, folder: str, split: str | None, data_dir: str | None) -> dict[str, str]:
@@ -92,7 +129,7 @@ def local_task(task: str, data_dir: str | None = None) -> tuple[str, Any, str] |
     from genclf_harness.data.specs import SPECS, DataError
     from genclf_harness.prompts import PromptStrategy
 
-    if not task.startswith("genclf_") or step_task(task, data_dir) is not None:
+    if not task.startswith("genclf_") or step_task(task, data_dir) or preference_task(task, data_dir):
         return None
     if task in _builtin_task_names():  # a local folder named sst2_bal3 does not take genclf_sst2_bal3 over
         if task.removeprefix("genclf_") in OTHER_FAMILIES:  # genclf_llmbar: its own family's folder
@@ -158,6 +195,10 @@ def write_local_tasks(task_names: Sequence[str], folder: Path, data_dir: str | N
         if steps is not None:
             written.update(_step_task_yamls(task, *steps, data_dir))
             continue
+        preference = preference_task(task, data_dir)
+        if preference is not None:
+            written.update(_preference_task_yaml(task, *preference, data_dir))
+            continue
         found = local_task(task, data_dir)
         if found is None:
             continue
@@ -208,7 +249,7 @@ def unmatched_hint(task_names: Sequence[str], data_dir: str | None = None) -> st
 
     unknown = [name for name in dict.fromkeys(task_names) if name.startswith("genclf_")
                and name not in _builtin_task_names() and local_task(name, data_dir) is None
-               and step_task(name, data_dir) is None]
+               and step_task(name, data_dir) is None and preference_task(name, data_dir) is None]
     if not unknown:
         return None
     local = list_local(data_dir)

@@ -1,4 +1,5 @@
-"""The functions the LLMBar task YAMLs (``tasks/verifiers/genclf_llmbar*.yaml``) name.
+"""The functions the preference task YAMLs name: ``genclf_llmbar*`` and the tasks of a preference folder of
+your own (``genclf_<name>``, ``genclf_<name>_pairwise``; :mod:`genclf_harness.data.preference_sets`).
 
 Plain Python: lm-eval calls them, nothing here imports it. The evaluated model is the judge;
 the decisions and reports are those of :mod:`genclf_harness.verifiers.pairwise.judge`, so lm-eval and
@@ -26,6 +27,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
+from genclf_harness.verifiers.pairwise.pairs import LLMBAR, load_preference_pairs
 from genclf_harness.verifiers.pairwise.judge import (
     IPO_FORMAT,
     PAIRWISE_FORMAT,
@@ -33,7 +35,6 @@ from genclf_harness.verifiers.pairwise.judge import (
     PointwiseComparison,
     decide_pairwise,
     decide_pointwise,
-    load_llmbar,
     pairwise_report,
     pointwise_report,
 )
@@ -64,10 +65,12 @@ def _dataset(rows: list[dict[str, Any]]) -> Any:
     return datasets.DatasetDict({"test": datasets.Dataset.from_list(rows)})
 
 
-def load_pointwise(data_dir: str | None = None, **metadata: Any) -> Any:
-    """``genclf_llmbar``'s documents: each LLMBar output with its instruction, pair by pair."""
+def load_pointwise(dataset: str = LLMBAR, split: str | None = None, data_dir: str | None = None,
+                   **metadata: Any) -> Any:
+    """``genclf_<dataset>``'s documents: each output with its instruction, pair by pair (the
+    evaluated split of a preference folder: LLMBar's or your own)."""
     rows = []
-    for pair in load_llmbar("test", data_dir=data_dir):
+    for pair in load_preference_pairs(dataset, split, data_dir):
         for which in (1, 2):
             rows.append({
                 "pair_id": pair.id, "subset": pair.subset, "label": pair.label, "slot": which,
@@ -77,10 +80,11 @@ def load_pointwise(data_dir: str | None = None, **metadata: Any) -> Any:
     return _dataset(rows)
 
 
-def load_pairwise(data_dir: str | None = None, **metadata: Any) -> Any:
-    """``genclf_llmbar_pairwise``'s documents: each LLMBar pair in the original and swapped order."""
+def load_pairwise(dataset: str = LLMBAR, split: str | None = None, data_dir: str | None = None,
+                  **metadata: Any) -> Any:
+    """``genclf_<dataset>_pairwise``'s documents: each pair in the original and the swapped order."""
     rows = []
-    for pair in load_llmbar("test", data_dir=data_dir):
+    for pair in load_preference_pairs(dataset, split, data_dir):
         for slot, (first, second) in enumerate(((pair.output_1, pair.output_2), (pair.output_2, pair.output_1))):
             shown_first_is_better = pair.label == (1 if slot == 0 else 2)
             rows.append({
@@ -157,7 +161,7 @@ def _aggregation(name: str, report: Callable[..., dict[str, Any]],
         return float(report(found).get(name, float("nan")))
 
     aggregate.__name__ = aggregate.__qualname__ = name
-    aggregate.__doc__ = f"{name} over the LLMBar pairs (documents regrouped by pair)."
+    aggregate.__doc__ = f"{name} over the preference pairs (documents regrouped by pair)."
     return aggregate
 
 

@@ -30,6 +30,8 @@ Command line::
 
     python -m genclf_harness.verifiers.pairwise.dpo_pairs --prompts prompts.jsonl --field prompt \\
         --out dpo_pairs.jsonl --model default --n 4 --seed 0 --min-margin 0.05
+    python -m genclf_harness.verifiers.pairwise.dpo_pairs --dataset my_prefs --out dpo_pairs.jsonl   # its prompts
+    python -m genclf_harness.verifiers.pairwise.dpo_pairs --dataset my_prefs --labelled --out pairs.jsonl  # its pairs
 """
 
 from __future__ import annotations
@@ -173,10 +175,41 @@ def read_prompts(path: str | os.PathLike[str], field_name: str = "prompt", limit
     return prompts
 
 
+def prompts_of(dataset: str, split: str | None = None, limit: int | None = None) -> list[str]:
+    """The instructions of a preference folder's pairs (LLMBar's or your own), each once, in order."""
+    from genclf_harness.verifiers.pairwise.pairs import load_preference_pairs
+
+    prompts = list(dict.fromkeys(pair.instruction for pair in load_preference_pairs(dataset, split)))
+    return prompts[:limit] if limit is not None else prompts
+
+
+def labelled_dpo_rows(pairs: Sequence[Any], *, chat: bool = True) -> list[dict[str, Any]]:
+    """A preference folder's own pairs in TRL's preference format (no sampling): conversational
+    (the shared prompt's messages, else the instruction as one user message) or standard (the
+    instruction and a newline, as :func:`build_dpo_pairs` writes it)."""
+    rows = []
+    for pair in pairs:
+        chosen, rejected = (pair.output_1, pair.output_2) if pair.label == 1 else (pair.output_2, pair.output_1)
+        if chat:
+            prompt: Any = [dict(m) for m in pair.prompt_messages] if pair.prompt_messages else [
+                {"role": "user", "content": pair.instruction}]
+            rows.append({"prompt": prompt, "chosen": [{"role": "assistant", "content": chosen}],
+                         "rejected": [{"role": "assistant", "content": rejected}], "id": pair.id})
+        else:
+            rows.append({"prompt": pair.instruction + "\n", "chosen": chosen, "rejected": rejected, "id": pair.id})
+    return rows
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m genclf_harness.verifiers.pairwise.dpo_pairs",
                                      description="DPO pairs from a model's own samples ranked by its P(Yes) (IPO).")
-    parser.add_argument("--prompts", required=True, help="JSONL file of prompts")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--prompts", help="JSONL file of prompts")
+    source.add_argument("--dataset", help="a preference folder under the data root (llmbar, or meta.json kind "
+                                          "'preference'): its instructions are the prompts")
+    parser.add_argument("--split", default=None, help="--dataset's split (default: its evaluated split)")
+    parser.add_argument("--labelled", action="store_true",
+                        help="with --dataset: write its own labelled pairs in TRL's format, no sampling")
     parser.add_argument("--field", default="prompt", help="the prompt field of each row (default: prompt)")
     parser.add_argument("--out", required=True, help="output JSONL (written atomically)")
     parser.add_argument("--model", default="default", help="generator and judge: model folder or 'default'")
@@ -189,13 +222,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         value = getattr(defaults, name)
         parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
     args = parser.parse_args(argv)
+    if args.labelled:
+        if not args.dataset:
+            parser.error("--labelled needs --dataset (the pairs to write)")
+        from genclf_harness.verifiers.pairwise.pairs import load_preference_pairs
+
+        pairs = load_preference_pairs(args.dataset, args.split, limit=args.limit)
+        write_jsonl(args.out, labelled_dpo_rows(pairs, chat=not args.no_chat))
+        print(json.dumps({"out": str(args.out), "pairs": len(pairs), "dataset": args.dataset}))
+        return 0
 
     from genclf_harness.backends.generation import HFGenerator
     from genclf_harness.backends.scorer import HFScorer
 
     settings = DPOBuildSettings(n=args.n, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                                 top_p=args.top_p, seed=args.seed, min_margin=args.min_margin)
-    prompts = read_prompts(args.prompts, args.field, args.limit)
+    prompts = (prompts_of(args.dataset, args.split, args.limit) if args.dataset
+               else read_prompts(args.prompts, args.field, args.limit))
     policy = HFScorer.from_pretrained(args.model, dtype=args.dtype)
     judge_scorer = policy if args.judge is None else HFScorer.from_pretrained(args.judge, dtype=args.dtype)
     chat = False if args.no_chat else None
