@@ -177,6 +177,12 @@ def build_cases(tmp: Path) -> list[Case]:
         ("preference label unknown", d("pref3", {"kind": "preference"},
                                        b'{"instruction": "i", "output_1": "a", "output_2": "b", "label": "C"}\n'),
          "field 'label' is 'C'"),
+        ("reasoning row without an answer", d("math1", {"kind": "reasoning"}, b'{"question": "2+2?"}\n') + "_verify",
+         "field 'answer' (the gold answer) is missing"),
+        ("reasoning answer unreadable", d("math2", {"kind": "reasoning"}, b'{"question": "2+2?", "answer": "four"}\n')
+         + "_bon", "cannot read as a number"),
+        ("reasoning choice unknown", d("math3", {"kind": "reasoning", "answer_type": "choices", "choices": ["A", "B"]},
+                                       b'{"question": "q", "answer": "E"}\n') + "_verify", "not one of the choices"),
     ]
     env = {"GENCLF_DATA_DIR": str(data)}
     cases += [Case("data", name, [*eval_, "--model", "genclf-hf", "--model_args", "pretrained=default", "--tasks", task],
@@ -239,6 +245,8 @@ def build_cases(tmp: Path) -> list[Case]:
         Case("bench", "channel unknown direction", [*bench, "channel", "--datasets", "sst2", "--directions",
                                                      "sideways"], "--directions"),
         Case("bench", "healing unknown data set", [*bench, "healing", "--datasets", "sst9"], "sst9"),
+        Case("bench", "bon unknown reasoning task", [*bench, "bon", "--task", "gsm9k", "--output-dir", str(tmp / "bon_out")],
+             "unknown reasoning task 'gsm9k'"),
         Case("bench", "calibration bad shift", [*bench, "calibration", "--tasks", "genclf_sst2", "--shift",
                                                  "genclf_sst2=0:100"], "--shift"),
     ]

@@ -39,7 +39,9 @@ TASK_CHOICES = ("last_letter", "word_sorting", "gsm8k")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--task", choices=TASK_CHOICES, default="last_letter", help="the reasoning task")
+    parser.add_argument("--task", default="last_letter",
+                        help=f"the reasoning task: {', '.join(TASK_CHOICES)} or a reasoning folder under the data root "
+                             "(meta.json kind 'reasoning')")
     parser.add_argument("--n", type=int, default=8, help="candidates per problem (N)")
     parser.add_argument("--test-problems", type=int, default=200, help="held-out test problems")
     parser.add_argument("--train-problems", type=int, default=256,
@@ -73,7 +75,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from genclf_harness.training.records import setup_logging
+    from genclf_harness.verifiers.genrm.problems import get_task
 
+    try:
+        get_task(args.task)  # an unknown task or a bad reasoning folder: before any folder is made
+    except ValueError as err:
+        print(f"genclf-bench bon: {err}", file=sys.stderr)
+        return 2
     out = Path(args.output_dir or f"runs/bench_bon_{args.task}")
     out.mkdir(parents=True, exist_ok=True)
     setup_logging(out)
@@ -180,6 +188,8 @@ def _default_config(task: str) -> str:
     from genclf_harness.resources import configs_dir
 
     path = configs_dir() / f"genrm_{task}_cpu.yaml"
+    if not path.is_file() and task not in TASK_CHOICES:  # a reasoning folder: GSM8K's recipe
+        path = configs_dir() / "genrm_gsm8k_cpu.yaml"
     if not path.is_file():
         raise FileNotFoundError(f"no default verifier config {path}; pass --config")
     return str(path)

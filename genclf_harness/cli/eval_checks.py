@@ -111,14 +111,19 @@ def check_data(tasks: list[str], data_dir: str | None = None) -> None:
 
 
 def _check_verifier_sets(tasks: list[str], data_dir: str | None) -> None:
-    """Every row of the step-labelled splits (problem, steps, first wrong step) and of the preference
-    pairs the tasks will read."""
+    """Every row of the step-labelled splits (problem, steps, first wrong step), of the preference
+    pairs and of the reasoning folders the tasks will read."""
     from genclf_harness.data.preference_sets import load_preference_pairs
     from genclf_harness.data.step_sets import load_step_rows, step_set_spec
-    from genclf_harness.harness.local_tasks import preference_task, step_task
+    from genclf_harness.harness.local_tasks import preference_task, reasoning_task, step_task
 
     for folder in dict.fromkeys(found[0] for found in (preference_task(t, data_dir) for t in tasks) if found):
         load_preference_pairs(folder, None, data_dir)
+    for folder in dict.fromkeys(found[0] for found in (reasoning_task(t, data_dir) for t in tasks) if found):
+        if folder != "gsm8k":  # the built-in task reads its own files when it runs
+            from genclf_harness.verifiers.genrm.reasoning_folder import folder_task
+
+            folder_task(folder, data_dir)  # every row of every split, and every gold answer by the folder's rule
 
     for folder, split in dict.fromkeys(found for found in (step_task(t, data_dir) for t in tasks) if found):
         spec = step_set_spec(folder, data_dir)

@@ -32,7 +32,8 @@ required in ``meta.json``; every other key has a default:
 
 ``kind`` is ``classification`` (the default); a folder of step-labelled solutions says ``steps``
 (:mod:`genclf_harness.data.step_sets`), one of preference pairs ``preference``
-(:mod:`genclf_harness.data.preference_sets`). Keys it does not know (``source``, ``license`` ...) are kept out of the spec without complaint.
+(:mod:`genclf_harness.data.preference_sets`), one of reasoning problems ``reasoning``
+(:mod:`genclf_harness.data.reasoning_sets`). Keys it does not know (``source``, ``license`` ...) are kept out of the spec without complaint.
 A built-in name (``sst2`` ...) always means the built-in spec; its ``meta.json`` must agree on
 the labels.
 """
@@ -151,8 +152,13 @@ def spec_from_folder(folder: str | os.PathLike[str]) -> DatasetSpec:
     if kind == "preference":
         raise bad(f"holds preference pairs (\"kind\": \"preference\"), not a classification data set; its "
                   f"tasks are genclf_{folder.name} (pointwise) and genclf_{folder.name}_pairwise.")
+    if kind == "reasoning":
+        raise bad(f"holds reasoning problems (\"kind\": \"reasoning\"), not a classification data set; its "
+                  f"tasks are genclf_{folder.name}_verify and genclf_{folder.name}_bon (genclf-bench bon --task "
+                  f"{folder.name}).")
     if kind != "classification":
-        raise bad(f"'kind' is {kind!r}; known kinds: \"classification\" (the default), \"steps\", \"preference\".")
+        raise bad(f"'kind' is {kind!r}; known kinds: \"classification\" (the default), \"steps\", \"preference\", "
+                  "\"reasoning\".")
     labels = meta.get("labels")
     if labels is None:
         raise bad("has no 'labels' (the label names in index order); without them it is not a "

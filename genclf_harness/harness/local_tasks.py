@@ -12,7 +12,9 @@ step-judge template, ``tasks/verifiers/_step_task_template_yaml``) and the group
 the unweighted mean of the splits' figures (ProcessBench's average F1). A preference folder
 (``llmbar``, or ``"kind": "preference"``; :mod:`genclf_harness.data.preference_sets`) gets
 ``genclf_<name>`` (pointwise, IPO) and ``genclf_<name>_pairwise`` (both orders) over its evaluated
-split, from the templates ``tasks/verifiers/_preference_{pointwise,pairwise}_template_yaml``.
+split, from the templates ``tasks/verifiers/_preference_{pointwise,pairwise}_template_yaml``. A
+reasoning folder (``gsm8k``, or ``"kind": "reasoning"``; :mod:`genclf_harness.data.reasoning_sets`)
+gets ``genclf_<name>_verify`` and ``genclf_<name>_bon`` (``_reasoning_{verify,bon}_template_yaml``).
 """
 
 from __future__ import annotations
@@ -66,6 +68,32 @@ def preference_task(task: str, data_dir: str | None = None) -> tuple[str, str] |
         if folder and (root / folder).is_dir() and is_preference_set(root / folder):
             return folder, kind
     return None
+
+
+def reasoning_task(task: str, data_dir: str | None = None) -> tuple[str, str] | None:
+    """``(folder, "verify" or "bon")`` when ``task`` is ``genclf_<folder>_verify`` or
+    ``genclf_<folder>_bon`` of a reasoning folder; None otherwise."""
+    from genclf_harness.data.reasoning_sets import is_reasoning_set
+
+    root = _root_or_none(task, data_dir)
+    if root is None:
+        return None
+    folder, _, kind = task.removeprefix("genclf_").rpartition("_")
+    if kind in ("verify", "bon") and folder and (root / folder).is_dir() and is_reasoning_set(root / folder):
+        return folder, kind
+    return None
+
+
+def _reasoning_task_yaml(task: str, folder: str, kind: str, data_dir: str | None) -> dict[str, str]:
+    from genclf_harness.data.reasoning_sets import reasoning_set_spec
+    from genclf_harness.harness.tasks import yaml_scalar
+    from genclf_harness.resources import tasks_dir
+
+    if task in _builtin_task_names():  # genclf_gsm8k_verify, genclf_gsm8k_bon ship as YAMLs
+        return {}
+    reasoning_set_spec(folder, data_dir)  # a bad meta.json fails here, naming the file
+    template = yaml_scalar(str(tasks_dir() / "verifiers" / f"_reasoning_{kind}_template_yaml"))
+    return {task: f"{LOCAL_HEADER}task: {task}\ninclude: {template}\ndataset_kwargs:\n  task: {yaml_scalar(folder)}\n"}
 
 
 def _root_or_none(task: str, data_dir: str | None) -> Any:
@@ -129,7 +157,8 @@ def local_task(task: str, data_dir: str | None = None) -> tuple[str, Any, str] |
     from genclf_harness.data.specs import SPECS, DataError
     from genclf_harness.prompts import PromptStrategy
 
-    if not task.startswith("genclf_") or step_task(task, data_dir) or preference_task(task, data_dir):
+    if not task.startswith("genclf_") or step_task(task, data_dir) or preference_task(task, data_dir) \
+            or reasoning_task(task, data_dir):
         return None
     if task in _builtin_task_names():  # a local folder named sst2_bal3 does not take genclf_sst2_bal3 over
         if task.removeprefix("genclf_") in OTHER_FAMILIES:  # genclf_llmbar: its own family's folder
@@ -199,6 +228,10 @@ def write_local_tasks(task_names: Sequence[str], folder: Path, data_dir: str | N
         if preference is not None:
             written.update(_preference_task_yaml(task, *preference, data_dir))
             continue
+        reasoning = reasoning_task(task, data_dir)
+        if reasoning is not None:
+            written.update(_reasoning_task_yaml(task, *reasoning, data_dir))
+            continue
         found = local_task(task, data_dir)
         if found is None:
             continue
@@ -249,7 +282,8 @@ def unmatched_hint(task_names: Sequence[str], data_dir: str | None = None) -> st
 
     unknown = [name for name in dict.fromkeys(task_names) if name.startswith("genclf_")
                and name not in _builtin_task_names() and local_task(name, data_dir) is None
-               and step_task(name, data_dir) is None and preference_task(name, data_dir) is None]
+               and step_task(name, data_dir) is None and preference_task(name, data_dir) is None
+               and reasoning_task(name, data_dir) is None]
     if not unknown:
         return None
     local = list_local(data_dir)

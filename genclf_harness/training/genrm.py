@@ -36,8 +36,10 @@ logger = logging.getLogger(__name__)
 class GenRMDataConfig(Section):
     """Which verification and generation examples to train on."""
 
-    task: Literal["last_letter", "word_sorting", "gsm8k"] = field(
-        default="last_letter", metadata={"help": "The reasoning task (genclf_harness.verifiers.genrm.problems.TASKS)."}
+    task: str = field(
+        default="last_letter",
+        metadata={"help": "The reasoning task: gsm8k, last_letter, word_sorting or a reasoning folder under the data root "
+                          "(meta.json kind 'reasoning')."},
     )
     candidates: list[str] = field(
         default_factory=list,
@@ -76,6 +78,9 @@ class GenRMDataConfig(Section):
     def check(self) -> None:
         from pathlib import Path
 
+        from genclf_harness.verifiers.genrm.problems import get_task
+
+        get_task(self.task)  # an unknown task or a bad reasoning folder fails here, before any model work
         for path in self.candidates:
             if not Path(path).is_file():
                 raise ValueError(f"candidates: {path!r} does not exist")

@@ -44,8 +44,10 @@ LABELS_FILE = "step_labels.jsonl"
 class StepWiserDataConfig(Section):
     """Where the labelled steps come from: trajectories, Monte-Carlo rollouts, a labelling rule."""
 
-    task: Literal["gsm8k", "last_letter", "word_sorting"] = field(
-        default="gsm8k", metadata={"help": "The reasoning task whose training problems are solved and labelled."}
+    task: str = field(
+        default="gsm8k",
+        metadata={"help": "The reasoning task whose training problems are solved and labelled (gsm8k, last_letter, "
+                          "word_sorting or a reasoning folder)."},
     )
     labels_file: str | None = field(
         default=None, metadata={"help": "A step_labels.jsonl from an earlier run: train on it, skip the rollouts."}

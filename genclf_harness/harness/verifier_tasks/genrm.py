@@ -45,12 +45,12 @@ class CandidateItem(NamedTuple):
     p_yes: float
 
 
-def _candidates_path(metadata: dict[str, Any], required: bool, task: str) -> str | None:
+def _candidates_path(metadata: dict[str, Any], required: bool, task: str, reasoning: str = "gsm8k") -> str | None:
     path = metadata.get("candidates") or os.environ.get(CANDIDATES_ENV)
     if not path and required:
         raise ValueError(
             f"{task} needs a candidates file: pass --metadata '{{\"candidates\": \"FILE.jsonl\"}}' or set "
-            f"{CANDIDATES_ENV}=FILE.jsonl (make one with `genclf-bench bon --task gsm8k --sample-only` or "
+            f"{CANDIDATES_ENV}=FILE.jsonl (make one with `genclf-bench bon --task {reasoning} --sample-only` or "
             "genclf_harness.verifiers.genrm.bon.sample_candidates)"
         )
     return str(path) if path else None
@@ -70,38 +70,46 @@ def _row(candidate_set: CandidateSet, index: int, candidate: Candidate) -> dict[
     }
 
 
-def load_bon_candidates(candidates: str | None = None, **metadata: Any) -> Any:
-    """``genclf_gsm8k_bon``'s documents: one per candidate of every problem in the file."""
+def load_bon_candidates(candidates: str | None = None, task: str = "gsm8k", **metadata: Any) -> Any:
+    """``genclf_<task>_bon``'s documents: one per candidate of every problem in the file."""
     import datasets
 
-    path = _candidates_path({"candidates": candidates, **metadata}, True, "genclf_gsm8k_bon")
+    path = _candidates_path({"candidates": candidates, **metadata}, True, f"genclf_{task}_bon", task)
     rows = [_row(s, i, c) for s in read_candidates(path) for i, c in enumerate(s.candidates)]
     if not rows:
         raise ValueError(f"{path}: no candidates")
     return datasets.DatasetDict({"test": datasets.Dataset.from_list(rows)})
 
 
-def load_verify_candidates(candidates: str | None = None, num_problems: int | None = None, **metadata: Any) -> Any:
-    """``genclf_gsm8k_verify``'s documents: labelled candidates from a file, or the synthetic
-    GSM8K fallback (reference solution and one corruption per test problem)."""
+def load_verify_candidates(candidates: str | None = None, num_problems: int | None = None, task: str = "gsm8k",
+                           data_dir: str | None = None, **metadata: Any) -> Any:
+    """``genclf_<task>_verify``'s documents: labelled candidates from a file, or the synthetic
+    fallback (each evaluated problem's reference solution and one corruption of it)."""
     import random
 
     import datasets
 
-    path = _candidates_path({"candidates": candidates, **metadata}, False, "genclf_gsm8k_verify")
+    path = _candidates_path({"candidates": candidates, **metadata}, False, f"genclf_{task}_verify", task)
     if path:
         sets = read_candidates(path)
     else:
-        from genclf_harness.verifiers.genrm.problems import GSM8K
+        from genclf_harness.verifiers.genrm.problems import get_task
 
+        reasoning = get_task(task, data_dir)
         rng = random.Random(0)
         sets = []
-        for problem in GSM8K.problems("test", num_problems):
-            wrong = GSM8K.corrupt(problem, rng) if GSM8K.corrupt else None
-            texts = [problem.solution or ""] + ([wrong] if wrong else [])
+        for problem in reasoning.problems("test", num_problems):
+            if not problem.solution:
+                continue
+            wrong = reasoning.corrupt(problem, rng) if reasoning.corrupt else None
+            texts = [problem.solution] + ([wrong] if wrong else [])
             sets.append(CandidateSet(problem.id, problem.question, problem.answer,
-                                     [Candidate(t, GSM8K.extract(t), GSM8K.is_correct(t, problem.answer)) for t in texts],
-                                     task="gsm8k"))
+                                     [Candidate(t, reasoning.extract(t), reasoning.is_correct(t, problem.answer))
+                                      for t in texts], task=task))
+        if not sets:
+            raise ValueError(f"genclf_{task}_verify: no candidates file and no evaluated problem of {task!r} has a "
+                             "reference solution to build candidates from; pass --metadata "
+                             "'{\"candidates\": \"FILE.jsonl\"}' (genclf-bench bon --task ... --sample-only writes one)")
     rows = [_row(s, i, c) for s in sets for i, c in enumerate(s.candidates)]
     return datasets.DatasetDict({"test": datasets.Dataset.from_list(rows)})
 

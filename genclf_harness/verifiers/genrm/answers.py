@@ -139,7 +139,12 @@ def extract_final_text(text: str) -> str | None:
     cues = list(_ANSWER_IS.finditer(text))
     if not cues:
         return None
-    answer = _SENTENCE_END.split(text[cues[-1].end() :], maxsplit=1)[0]
+    return normalise_text(_SENTENCE_END.split(text[cues[-1].end() :], maxsplit=1)[0])
+
+
+def normalise_text(answer: str) -> str | None:
+    """A text answer as :func:`extract_final_text` gives it (lower case, quotes and end
+    punctuation removed, spaces collapsed), so a gold answer compares like an extracted one."""
     answer = answer.strip().strip("\"'`*“”‘’.,;:!?").strip()
     answer = re.sub(r"[\"'`*“”‘’]", "", answer)
     answer = re.sub(r"\s*,\s*|\s+", " ", answer)

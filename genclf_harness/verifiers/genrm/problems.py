@@ -10,6 +10,9 @@ verifier training). Three are built in:
   (:mod:`genclf_harness.verifiers.genrm.answers`);
 - ``last_letter`` and ``word_sorting``: the paper's algorithmic tasks
   (:mod:`genclf_harness.verifiers.genrm.algorithmic`), seeded, with disjoint train and test problems.
+
+Any reasoning folder of your own is a task too (:func:`get_task`;
+:mod:`genclf_harness.verifiers.genrm.reasoning_folder`).
 """
 
 from __future__ import annotations
@@ -237,8 +240,19 @@ WORD_SORTING = _algorithmic("word_sorting", (("plum", "hall", "crow"), ("lime", 
 TASKS: dict[str, ReasoningTask] = {task.name: task for task in (GSM8K, LAST_LETTER, WORD_SORTING)}
 
 
-def get_task(name: str) -> ReasoningTask:
-    try:
+def get_task(name: str, data_dir: str | None = None) -> ReasoningTask:
+    """A built-in reasoning task, or the reasoning folder ``name`` under the data root
+    (:mod:`genclf_harness.data.reasoning_sets`: ``meta.json`` with ``"kind": "reasoning"``)."""
+    if name in TASKS:
         return TASKS[name]
-    except KeyError:
-        raise ValueError(f"unknown reasoning task {name!r}; known: {', '.join(TASKS)}") from None
+    from genclf_harness.data.reasoning_sets import is_reasoning_set, list_reasoning_sets
+    from genclf_harness.data.root import resolve_data_root
+
+    root = resolve_data_root(data_dir)
+    if root is not None and (root / name).is_dir() and is_reasoning_set(root / name):
+        from genclf_harness.verifiers.genrm.reasoning_folder import folder_task
+
+        return folder_task(name, data_dir)
+    local = [n for n in list_reasoning_sets(data_dir) if n not in TASKS]
+    raise ValueError(f"unknown reasoning task {name!r}; built in: {', '.join(TASKS)}; reasoning folders under the "
+                     f"data root: {', '.join(local) or 'none'} (a folder needs a meta.json with \"kind\": \"reasoning\")")
