@@ -50,6 +50,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from genclf_harness.data.folders import FOLDER_NAME, default_eval_split, discover_splits
 from genclf_harness.data.jsonl import iter_jsonl
 from genclf_harness.data.root import resolve_data_root
 from genclf_harness.data.specs import SPECS, DataError, DatasetSpec, HubSource
@@ -57,9 +58,7 @@ from genclf_harness.data.specs import SPECS, DataError, DatasetSpec, HubSource
 META_FILE = "meta.json"
 DEFAULT_INSTRUCTION = "Classify each input as {labels}."
 DEFAULT_ANSWER_CUE = "Answer:"
-_EVAL_SPLITS = ("test", "validation", "dev")
-_USUAL_SPLITS = frozenset({"train", "validation", "val", "dev", "test"})
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_NAME = FOLDER_NAME
 _HUB_KEYS = ("path", "revision", "name", "splits", "fields", "label_field", "label_map")
 
 
@@ -181,8 +180,8 @@ def spec_from_folder(folder: str | os.PathLike[str]) -> DatasetSpec:
                       "before the answer itself.")
     _distinct(label_words, "label_words", bad)
 
-    splits = _splits(meta.get("splits"), folder, bad)
-    eval_split = meta.get("eval_split") or _default_eval_split(splits, bad)
+    splits = discover_splits(meta.get("splits"), folder, bad, require_files=False)
+    eval_split = meta.get("eval_split") or default_eval_split(splits, bad)
     train_split = meta.get("train_split") or ("train" if "train" in splits else eval_split)
     for key, split in (("eval_split", eval_split), ("train_split", train_split)):
         if split not in splits:
@@ -248,27 +247,6 @@ def _distinct(values: list[str], key: str, bad) -> None:
         if value in seen:
             raise bad(f"'{key}' names {value!r} twice.")
         seen.add(value)
-
-
-def _splits(value: Any, folder: Path, bad) -> list[str]:
-    if value is None:
-        found = sorted(path.stem for path in folder.glob("*.jsonl"))
-        if not found:
-            raise bad(f"names no 'splits' and {folder} holds no <split>.jsonl file.")
-        usual = [name for name in found if name in _USUAL_SPLITS]
-        return usual or found
-    if isinstance(value, Mapping):
-        value = list(value)
-    return _strings(value, "splits", bad)
-
-
-def _default_eval_split(splits: list[str], bad) -> str:
-    for name in _EVAL_SPLITS:
-        if name in splits:
-            return name
-    if len(splits) == 1:
-        return splits[0]
-    raise bad(f"has no test, validation or dev split among {', '.join(splits)}; name one as 'eval_split'.")
 
 
 def _infer_input_fields(path: Path, bad) -> list[str]:

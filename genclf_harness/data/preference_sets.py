@@ -34,15 +34,20 @@ identical outputs) names its file, line and field before any model work.
 
 from __future__ import annotations
 
-import json
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from genclf_harness.data.folders import (
+    chosen_split,
+    default_eval_split,
+    discover_splits,
+    folder_kind,
+    mapped_fields,
+    open_folder,
+)
 from genclf_harness.data.jsonl import iter_jsonl
-from genclf_harness.data.root import resolve_data_root
 from genclf_harness.data.specs import DataError
 
 PREFERENCE_KIND = "preference"
@@ -51,8 +56,6 @@ NATURAL = "natural"
 ADVERSARIAL = "adversarial"
 _FIELDS = ("instruction", "output_1", "output_2", "label", "id", "subset", "chosen", "rejected")
 _LABEL_NAMES: dict[Any, int] = {1: 1, 2: 2, "1": 1, "2": 2, "output_1": 1, "output_2": 2}
-_EVAL_SPLITS = ("test", "validation", "dev")
-_SPLIT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 class PreferenceDataError(DataError):
@@ -110,69 +113,17 @@ PLAIN = PreferenceSetSpec("file")
 
 
 def is_preference_set(folder: Path) -> bool:
-    """Whether ``folder`` holds preference pairs (its name is ``llmbar`` or its ``meta.json`` says
-    ``"kind": "preference"``); an unreadable meta.json is left for the reader to report."""
-    if folder.name == LLMBAR and folder.is_dir():
-        return True
-    try:
-        meta = json.loads((folder / "meta.json").read_text(encoding="utf-8-sig"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return False
-    return isinstance(meta, dict) and meta.get("kind") == PREFERENCE_KIND
+    """Whether ``folder`` holds preference pairs (``llmbar``, or ``"kind": "preference"``)."""
+    return folder_kind(folder) == PREFERENCE_KIND
 
 
 def preference_set_spec(name: str, data_dir: str | os.PathLike[str] | None = None) -> PreferenceSetSpec:
     """The spec of the preference folder ``name`` under the data root; a DataError naming what is wrong."""
-    root = resolve_data_root(data_dir)
-    if root is None:
-        raise DataError(f"preference data set {name!r}: it is read from $GENCLF_DATA_DIR/{name}/<split>.jsonl; "
-                        "set GENCLF_DATA_DIR (or --metadata data_dir)")
-    folder = root / name
-    if not folder.is_dir():
-        raise DataError(f"preference data set {name!r}: {folder} is not a folder (is GENCLF_DATA_DIR right?)")
-    meta_path = folder / "meta.json"
-    meta: Any = {}
-    if meta_path.is_file():
-        try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8-sig"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise DataError(f"{meta_path}: not valid JSON ({err}).") from None
-        if not isinstance(meta, dict):
-            raise DataError(f"{meta_path}: must be a JSON object, not {type(meta).__name__}.")
-    elif name != LLMBAR:
-        raise DataError(f"{meta_path}: missing; a preference folder needs a meta.json with \"kind\": \"preference\".")
-
-    def bad(message: str) -> DataError:
-        return DataError(f"{meta_path}: {message}")
-
-    kind = meta.get("kind", PREFERENCE_KIND if name == LLMBAR else None)
-    if kind != PREFERENCE_KIND:
-        raise bad(f"'kind' is {kind!r}; a preference folder says \"kind\": \"preference\".")
-    splits = meta.get("splits")
-    if splits is None:
-        splits = sorted(path.stem for path in folder.glob("*.jsonl"))
-        if not splits:
-            raise bad(f"names no 'splits' and {folder} holds no <split>.jsonl file.")
-    else:
-        splits = list(splits) if isinstance(splits, (list, dict)) else splits
-        if not isinstance(splits, list) or not splits or not all(isinstance(s, str) and _SPLIT_NAME.match(s)
-                                                                  for s in splits):
-            raise bad(f"'splits' must be a non-empty list of split names, not {meta.get('splits')!r}.")
-    for split in splits:
-        if not (folder / f"{split}.jsonl").is_file():
-            raise bad(f"split {split!r} has no file {folder / (split + '.jsonl')}.")
-    eval_split = meta.get("eval_split") or next((s for s in _EVAL_SPLITS if s in splits),
-                                                splits[0] if len(splits) == 1 else None)
-    if eval_split is None:
-        raise bad(f"has no test, validation or dev split among {', '.join(splits)}; name one as 'eval_split'.")
-    if eval_split not in splits:
-        raise bad(f"'eval_split' is {eval_split!r}, which is not one of its splits ({', '.join(splits)}).")
-    fields = meta.get("fields") or {}
-    if not isinstance(fields, dict) or not all(isinstance(v, str) and v for v in fields.values()):
-        raise bad(f"'fields' must map {', '.join(_FIELDS)} to row field names, not {fields!r}.")
-    unknown = sorted(set(fields) - set(_FIELDS))
-    if unknown:
-        raise bad(f"'fields' has unknown keys {unknown}; known: {', '.join(_FIELDS)}.")
+    folder, meta, bad = open_folder(name, PREFERENCE_KIND, data_dir, "preference data set")
+    splits = discover_splits(meta.get("splits"), folder, bad)
+    eval_split = chosen_split(meta, "eval_split", splits, default_eval_split(splits, bad) if not meta.get("eval_split")
+                              else None, bad)
+    fields = mapped_fields(meta.get("fields"), _FIELDS, bad)
     label_values = meta.get("label_values") or {}
     if not isinstance(label_values, dict) or not all(v in (1, 2) and not isinstance(v, bool) for v in label_values.values()):
         raise bad(f"'label_values' must map label values to 1 or 2 (the better output), not {label_values!r}.")
@@ -182,8 +133,8 @@ def preference_set_spec(name: str, data_dir: str | os.PathLike[str] | None = Non
         if not isinstance(value, str) or not value.strip():
             raise bad(f"'{key}' must be a non-empty string, not {value!r}.")
         markers[key] = value
-    return PreferenceSetSpec(name, str(folder.resolve()), tuple(splits), eval_split, dict(fields),
-                             dict(label_values), **markers)
+    return PreferenceSetSpec(name, str(folder.resolve()), tuple(splits), eval_split, fields, dict(label_values),
+                             **markers)
 
 
 def load_preference_pairs(name: str, split: str | None = None, data_dir: str | os.PathLike[str] | None = None,

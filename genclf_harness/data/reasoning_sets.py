@@ -26,23 +26,28 @@ generated solution's answer is read and compared is the verifier side's
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from genclf_harness.data.folders import (
+    chosen_split,
+    default_eval_split,
+    discover_splits,
+    folder_kind,
+    list_folders,
+    mapped_fields,
+    open_folder,
+)
 from genclf_harness.data.jsonl import iter_jsonl, not_finite
-from genclf_harness.data.root import resolve_data_root
 from genclf_harness.data.specs import DataError
 
 REASONING_KIND = "reasoning"
 GSM8K = "gsm8k"
 ANSWER_TYPES = ("number", "text", "regex", "choices")
 _FIELDS = ("question", "answer", "solution", "id")
-_EVAL_SPLITS = ("test", "validation", "dev")
-_SPLIT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 @dataclass(frozen=True)
@@ -81,74 +86,22 @@ class ReasoningRow:
 
 
 def is_reasoning_set(folder: Path) -> bool:
-    """Whether ``folder`` holds reasoning problems (``gsm8k``, or ``meta.json`` ``"kind": "reasoning"``)."""
-    if folder.name == GSM8K and folder.is_dir():
-        return True
-    try:
-        meta = json.loads((folder / "meta.json").read_text(encoding="utf-8-sig"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return False
-    return isinstance(meta, dict) and meta.get("kind") == REASONING_KIND
+    """Whether ``folder`` holds reasoning problems (``gsm8k``, or ``"kind": "reasoning"``)."""
+    return folder_kind(folder) == REASONING_KIND
 
 
 def list_reasoning_sets(data_dir: str | os.PathLike[str] | None = None) -> list[str]:
     """The reasoning folders under the data root (``gsm8k`` among them where present)."""
-    try:
-        root = resolve_data_root(data_dir)
-    except DataError:
-        return []
-    if root is None:
-        return []
-    return sorted(p.name for p in root.iterdir() if p.is_dir() and _SPLIT_NAME.match(p.name) and is_reasoning_set(p))
+    return list_folders(REASONING_KIND, data_dir)
 
 
 def reasoning_set_spec(name: str, data_dir: str | os.PathLike[str] | None = None) -> ReasoningSetSpec:
     """The spec of the reasoning folder ``name`` under the data root; a DataError naming what is wrong."""
-    root = resolve_data_root(data_dir)
-    if root is None:
-        raise DataError(f"reasoning data set {name!r}: it is read from $GENCLF_DATA_DIR/{name}/<split>.jsonl; "
-                        "set GENCLF_DATA_DIR")
-    folder = root / name
-    if not folder.is_dir():
-        raise DataError(f"reasoning data set {name!r}: {folder} is not a folder (is GENCLF_DATA_DIR right?)")
-    meta_path = folder / "meta.json"
-    meta: Any = {}
-    if meta_path.is_file():
-        try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8-sig"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise DataError(f"{meta_path}: not valid JSON ({err}).") from None
-        if not isinstance(meta, dict):
-            raise DataError(f"{meta_path}: must be a JSON object, not {type(meta).__name__}.")
-    elif name != GSM8K:
-        raise DataError(f"{meta_path}: missing; a reasoning folder needs a meta.json with \"kind\": \"reasoning\".")
-
-    def bad(message: str) -> DataError:
-        return DataError(f"{meta_path}: {message}")
-
-    kind = meta.get("kind", REASONING_KIND if name == GSM8K else None)
-    if kind != REASONING_KIND:
-        raise bad(f"'kind' is {kind!r}; a reasoning folder says \"kind\": \"reasoning\".")
-    splits = meta.get("splits")
-    if splits is None:
-        splits = sorted(path.stem for path in folder.glob("*.jsonl"))
-        if not splits:
-            raise bad(f"names no 'splits' and {folder} holds no <split>.jsonl file.")
-    else:
-        splits = list(splits) if isinstance(splits, (list, dict)) else splits
-        if not isinstance(splits, list) or not splits or not all(isinstance(s, str) and _SPLIT_NAME.match(s)
-                                                                  for s in splits):
-            raise bad(f"'splits' must be a non-empty list of split names, not {meta.get('splits')!r}.")
-    for split in splits:
-        if not (folder / f"{split}.jsonl").is_file():
-            raise bad(f"split {split!r} has no file {folder / (split + '.jsonl')}.")
-    eval_split = meta.get("eval_split") or next((s for s in _EVAL_SPLITS if s in splits),
-                                                splits[0] if len(splits) == 1 else None)
-    if eval_split is None or eval_split not in splits:
-        raise bad(f"'eval_split' {eval_split!r} is not one of its splits ({', '.join(splits)}); name one.")
-    train_split = meta.get("train_split") or ("train" if "train" in splits else None)
-    if train_split is not None and train_split not in splits:
-        raise bad(f"'train_split' is {train_split!r}, which is not one of its splits ({', '.join(splits)}).")
+    folder, meta, bad = open_folder(name, REASONING_KIND, data_dir, "reasoning data set")
+    splits = discover_splits(meta.get("splits"), folder, bad)
+    eval_split = chosen_split(meta, "eval_split", splits, default_eval_split(splits, bad) if not meta.get("eval_split")
+                              else None, bad)
+    train_split = chosen_split(meta, "train_split", splits, "train" if "train" in splits else None, bad)
     answer_type = meta.get("answer_type", "number")
     if answer_type not in ANSWER_TYPES:
         raise bad(f"'answer_type' is {answer_type!r}; use one of {', '.join(ANSWER_TYPES)}.")
@@ -169,14 +122,9 @@ def reasoning_set_spec(name: str, data_dir: str | os.PathLike[str] | None = None
     instruction = meta.get("instruction")
     if instruction is not None and (not isinstance(instruction, str) or not instruction.strip()):
         raise bad("'instruction' must be a non-empty string.")
-    fields = meta.get("fields") or {}
-    if not isinstance(fields, dict) or not all(isinstance(v, str) and v for v in fields.values()):
-        raise bad(f"'fields' must map {', '.join(_FIELDS)} to row field names, not {fields!r}.")
-    unknown = sorted(set(fields) - set(_FIELDS))
-    if unknown:
-        raise bad(f"'fields' has unknown keys {unknown}; known: {', '.join(_FIELDS)}.")
+    fields = mapped_fields(meta.get("fields"), _FIELDS, bad)
     return ReasoningSetSpec(name, str(folder.resolve()), tuple(splits), train_split, eval_split, answer_type,
-                            pattern, tuple(c.strip() for c in choices), instruction, dict(fields))
+                            pattern, tuple(c.strip() for c in choices), instruction, fields)
 
 
 def load_reasoning_rows(spec: ReasoningSetSpec, split: str, limit: int | None = None) -> list[ReasoningRow]:

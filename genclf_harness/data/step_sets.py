@@ -27,15 +27,14 @@ folder.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from genclf_harness.data.folders import discover_splits, folder_kind, list_folders, mapped_fields, open_folder
 from genclf_harness.data.jsonl import iter_jsonl, not_finite
-from genclf_harness.data.root import resolve_data_root
 from genclf_harness.data.specs import DataError
 
 STEPS_KIND = "steps"
@@ -46,7 +45,6 @@ SplitRule = Literal["lines", "paragraphs"]
 _FIELDS = ("problem", "steps", "first_error", "id")
 _DEFAULT_FIELDS = {"problem": ("problem",), "steps": ("steps",), "first_error": ("first_error_step", "label"),
                    "id": ("id",)}
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _SPLIT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]*$")  # no "_": the task name is genclf_<name>_<split>
 
 
@@ -99,58 +97,22 @@ class StepRow:
 
 
 def is_step_set(folder: Path) -> bool:
-    """Whether ``folder`` holds step-labelled solutions (its name is ``processbench`` or its
-    ``meta.json`` says ``"kind": "steps"``); an unreadable meta.json is left for the reader to report."""
-    if folder.name == PROCESSBENCH and folder.is_dir():
-        return True
-    try:
-        meta = json.loads((folder / "meta.json").read_text(encoding="utf-8-sig"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return False
-    return isinstance(meta, dict) and meta.get("kind") == STEPS_KIND
+    """Whether ``folder`` holds step-labelled solutions (``processbench``, or ``"kind": "steps"``)."""
+    return folder_kind(folder) == STEPS_KIND
 
 
 def list_step_sets(data_dir: str | os.PathLike[str] | None = None) -> list[str]:
     """The step-labelled folders under the data root, by name."""
-    try:
-        root = resolve_data_root(data_dir)
-    except DataError:
-        return []
-    if root is None:
-        return []
-    return sorted(path.name for path in root.iterdir() if path.is_dir() and _NAME.match(path.name) and is_step_set(path))
+    return list_folders(STEPS_KIND, data_dir)
 
 
 def step_set_spec(name: str, data_dir: str | os.PathLike[str] | None = None) -> StepSetSpec:
     """The spec of the step-labelled folder ``name`` under the data root; a clear DataError when the
     folder is missing, is another kind of data set, or its ``meta.json`` is wrong."""
-    root = resolve_data_root(data_dir)
-    if root is None:
-        raise DataError(f"step-labelled data set {name!r}: it is read from $GENCLF_DATA_DIR/{name}/<split>.jsonl; "
-                        "set GENCLF_DATA_DIR (or --metadata data_dir)")
-    folder = root / name
-    if not folder.is_dir():
-        raise DataError(f"step-labelled data set {name!r}: {folder} is not a folder (is GENCLF_DATA_DIR right?)")
-    meta_path = folder / "meta.json"
-    meta: Any = {}
-    if meta_path.is_file():
-        try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8-sig"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise DataError(f"{meta_path}: not valid JSON ({err}).") from None
-        if not isinstance(meta, dict):
-            raise DataError(f"{meta_path}: must be a JSON object, not {type(meta).__name__}.")
-    elif name != PROCESSBENCH:
-        raise DataError(f"{meta_path}: missing; a step-labelled folder needs a meta.json with \"kind\": \"steps\".")
-
-    def bad(message: str) -> DataError:
-        return DataError(f"{meta_path}: {message}")
-
-    kind = meta.get("kind", STEPS_KIND if name == PROCESSBENCH else None)
-    if kind != STEPS_KIND:
-        raise bad(f"'kind' is {kind!r}; a step-labelled folder says \"kind\": \"steps\".")
-    splits = _splits(meta.get("splits"), folder, bad)
-    fields = _fields(meta.get("fields"), bad)
+    folder, meta, bad = open_folder(name, STEPS_KIND, data_dir, "step-labelled data set")
+    splits = discover_splits(meta.get("splits"), folder, bad, usual_only=False, name=_SPLIT_NAME)
+    fields = dict(_DEFAULT_FIELDS)
+    fields.update((role, (field,)) for role, field in mapped_fields(meta.get("fields"), _FIELDS, bad).items())
     steps_split = meta.get("steps_split", "paragraphs")
     if steps_split not in ("paragraphs", "lines"):
         raise bad(f"'steps_split' is {steps_split!r}; use \"paragraphs\" or \"lines\".")
@@ -161,42 +123,6 @@ def step_set_spec(name: str, data_dir: str | os.PathLike[str] | None = None) -> 
     if no_error is not None and (isinstance(no_error, bool) or not isinstance(no_error, (int, str))):
         raise bad(f"'no_error' is {no_error!r}; use an integer or a string (-1 and null always mean no error).")
     return StepSetSpec(name, str(folder.resolve()), tuple(splits), fields, steps_split, index_base, no_error)
-
-
-def _splits(value: Any, folder: Path, bad) -> list[str]:
-    if value is None:
-        splits = sorted(path.stem for path in folder.glob("*.jsonl"))
-        if not splits:
-            raise bad(f"names no 'splits' and {folder} holds no <split>.jsonl file.")
-    else:
-        if isinstance(value, dict):
-            value = list(value)
-        if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
-            raise bad(f"'splits' must be a non-empty list of split names, not {value!r}.")
-        splits = list(value)
-    for split in splits:
-        if not _SPLIT_NAME.match(split):
-            raise bad(f"split {split!r}: a split name is letters, digits, '.' and '-' only (it ends a task name "
-                      "genclf_<name>_<split>).")
-        if not (folder / f"{split}.jsonl").is_file():
-            raise bad(f"split {split!r} has no file {folder / (split + '.jsonl')}.")
-    return splits
-
-
-def _fields(value: Any, bad) -> dict[str, tuple[str, ...]]:
-    fields = dict(_DEFAULT_FIELDS)
-    if value is None:
-        return fields
-    if not isinstance(value, dict):
-        raise bad(f"'fields' must map {', '.join(_FIELDS)} to row field names, not {value!r}.")
-    unknown = sorted(set(value) - set(_FIELDS))
-    if unknown:
-        raise bad(f"'fields' has unknown keys {unknown}; known: {', '.join(_FIELDS)}.")
-    for key, field in value.items():
-        if not isinstance(field, str) or not field:
-            raise bad(f"'fields.{key}' must be a row field name, not {field!r}.")
-        fields[key] = (field,)
-    return fields
 
 
 def load_step_rows(spec: StepSetSpec, split: str, limit: int | None = None) -> list[StepRow]:

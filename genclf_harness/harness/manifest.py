@@ -92,6 +92,13 @@ def _iter_tasks(task_dict: Mapping[str, Any]) -> Iterator[tuple[str, Any]]:
             yield str(getattr(task, "task_name", None) or name), task
 
 
+def _verifier_task(config: Any) -> bool:
+    """Whether the task is a verifier family's (step judge, preference, reasoning): its YAML passes
+    ``dataset`` too, to its own loader, but it has no labels to record."""
+    loader = getattr(config, "custom_dataset", None)
+    return getattr(loader, "__module__", "").startswith("genclf_harness.harness.verifier_tasks")
+
+
 def task_manifest(task: Any, tokenizer: Any) -> dict[str, Any] | None:
     """Label token ids and prompt settings of a genclf task (None for other tasks).
 
@@ -106,7 +113,7 @@ def task_manifest(task: Any, tokenizer: Any) -> dict[str, Any] | None:
     config = getattr(task, "config", None)
     dataset_kwargs = getattr(config, "dataset_kwargs", None) or {}
     dataset = dataset_kwargs.get("dataset")
-    if dataset is None:
+    if dataset is None or _verifier_task(config):
         return None
     spec = getattr(task, "genclf_spec", None) or get_spec(dataset)
     delimiter = label_delimiter = config.target_delimiter
