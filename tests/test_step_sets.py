@@ -99,7 +99,7 @@ def test_no_error_value_and_zero_based_default(tmp_path):
                                     {"problem": "p", "steps": "a\nb", "label": 2}])
     (folder / "meta.json").write_text('{"kind": "steps", "steps_split": "lines", "index_base": 1, "no_error": 0}')
     rows = load_step_rows(step_set_spec("prm", tmp_path), "train")
-    assert [(r.steps, r.first_error) for r in rows] == [(("a", "b", "c"), -1), (("a", "b"), 1)]
+    assert [(r.steps, r.label) for r in rows] == [(("a", "b", "c"), -1), (("a", "b"), 1)]
 
 
 @pytest.mark.parametrize("meta, message", [

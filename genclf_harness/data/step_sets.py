@@ -87,12 +87,13 @@ class StepSetSpec:
 
 @dataclass(frozen=True, slots=True)
 class StepRow:
-    """One solution as read: the first wrong step is 0-based, -1 when every step is right."""
+    """One solution as read (ProcessBench's ``ProcessBenchExample``)."""
 
     id: str
     problem: str
     steps: tuple[str, ...]
-    first_error: int
+    label: int
+    """0-based index of the first wrong step; -1 when every step is right."""
     final_answer_correct: bool | None = None
 
 

@@ -37,51 +37,47 @@ STEP_TEMPLATE = "_step_task_template_yaml"
 STEP_METRICS = ("f1", "acc_erroneous", "acc_correct", "f1_oracle")
 
 
-def step_task(task: str, data_dir: str | None = None) -> tuple[str, str | None] | None:
-    """``(folder, split)`` when ``task`` is ``genclf_<folder>_<split>`` of a step-labelled folder,
-    ``(folder, None)`` for its group ``genclf_<folder>``; None otherwise (split names hold no ``_``)."""
-    from genclf_harness.data.step_sets import is_step_set
+def family_task(task: str, data_dir: str | None = None) -> tuple[str, str, str | None] | None:
+    """``(kind, folder, part)`` when ``task`` names a task of a verifier family's folder under the
+    data root: ``genclf_<folder>`` (steps: the group; preference: pointwise),
+    ``genclf_<folder>_<split>`` (steps), ``genclf_<folder>_pairwise`` (preference),
+    ``genclf_<folder>_verify`` / ``_bon`` (reasoning); None otherwise."""
+    from genclf_harness.data.folders import folder_kind
 
     root = _root_or_none(task, data_dir)
     if root is None:
         return None
     rest = task.removeprefix("genclf_")
-    name, _, split = rest.rpartition("_")
-    for folder, part in ((rest, None), (name, split)):
-        if folder and (root / folder).is_dir() and is_step_set(root / folder):
-            return folder, part
+    name, _, suffix = rest.rpartition("_")
+    kind = folder_kind(root / rest) if rest else None
+    if kind == "steps":
+        return kind, rest, None
+    if kind == "preference":
+        return kind, rest, "pointwise"
+    kind = folder_kind(root / name) if name else None
+    if kind == "steps" or (kind == "preference" and suffix == "pairwise") or (
+            kind == "reasoning" and suffix in ("verify", "bon")):
+        return kind, name, suffix
     return None
+
+
+def step_task(task: str, data_dir: str | None = None) -> tuple[str, str | None] | None:
+    """``(folder, split)`` for ``genclf_<folder>_<split>`` of a step-labelled folder, ``(folder, None)``
+    for its group ``genclf_<folder>`` (split names hold no ``_``)."""
+    found = family_task(task, data_dir)
+    return found[1:] if found and found[0] == "steps" else None
 
 
 def preference_task(task: str, data_dir: str | None = None) -> tuple[str, str] | None:
-    """``(folder, "pointwise" or "pairwise")`` when ``task`` is ``genclf_<folder>`` or
-    ``genclf_<folder>_pairwise`` of a preference folder; None otherwise."""
-    from genclf_harness.data.preference_sets import is_preference_set
-
-    root = _root_or_none(task, data_dir)
-    if root is None:
-        return None
-    rest = task.removeprefix("genclf_")
-    for folder, kind in ((rest, "pointwise"), (rest.removesuffix("_pairwise"), "pairwise")):
-        if kind == "pairwise" and not rest.endswith("_pairwise"):
-            continue
-        if folder and (root / folder).is_dir() and is_preference_set(root / folder):
-            return folder, kind
-    return None
+    """``(folder, "pointwise" or "pairwise")`` for ``genclf_<folder>`` / ``genclf_<folder>_pairwise``."""
+    found = family_task(task, data_dir)
+    return found[1:] if found and found[0] == "preference" else None  # type: ignore[return-value]
 
 
 def reasoning_task(task: str, data_dir: str | None = None) -> tuple[str, str] | None:
-    """``(folder, "verify" or "bon")`` when ``task`` is ``genclf_<folder>_verify`` or
-    ``genclf_<folder>_bon`` of a reasoning folder; None otherwise."""
-    from genclf_harness.data.reasoning_sets import is_reasoning_set
-
-    root = _root_or_none(task, data_dir)
-    if root is None:
-        return None
-    folder, _, kind = task.removeprefix("genclf_").rpartition("_")
-    if kind in ("verify", "bon") and folder and (root / folder).is_dir() and is_reasoning_set(root / folder):
-        return folder, kind
-    return None
+    """``(folder, "verify" or "bon")`` for ``genclf_<folder>_verify`` / ``genclf_<folder>_bon``."""
+    found = family_task(task, data_dir)
+    return found[1:] if found and found[0] == "reasoning" else None  # type: ignore[return-value]
 
 
 def _reasoning_task_yaml(task: str, folder: str, kind: str, data_dir: str | None) -> dict[str, str]:
@@ -157,8 +153,7 @@ def local_task(task: str, data_dir: str | None = None) -> tuple[str, Any, str] |
     from genclf_harness.data.specs import SPECS, DataError
     from genclf_harness.prompts import PromptStrategy
 
-    if not task.startswith("genclf_") or step_task(task, data_dir) or preference_task(task, data_dir) \
-            or reasoning_task(task, data_dir):
+    if not task.startswith("genclf_") or family_task(task, data_dir):
         return None
     if task in _builtin_task_names():  # a local folder named sst2_bal3 does not take genclf_sst2_bal3 over
         if task.removeprefix("genclf_") in OTHER_FAMILIES:  # genclf_llmbar: its own family's folder
@@ -282,8 +277,7 @@ def unmatched_hint(task_names: Sequence[str], data_dir: str | None = None) -> st
 
     unknown = [name for name in dict.fromkeys(task_names) if name.startswith("genclf_")
                and name not in _builtin_task_names() and local_task(name, data_dir) is None
-               and step_task(name, data_dir) is None and preference_task(name, data_dir) is None
-               and reasoning_task(name, data_dir) is None]
+               and family_task(name, data_dir) is None]
     if not unknown:
         return None
     local = list_local(data_dir)

@@ -43,7 +43,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from genclf_harness.data.step_sets import PROCESSBENCH, load_step_rows, split_steps, step_set_spec
+from genclf_harness.data.step_sets import PROCESSBENCH, StepRow, load_step_rows, split_steps, step_set_spec
 
 __all__ = [
     "ProcessBenchExample",
@@ -214,14 +214,8 @@ def best_threshold_scores(step_scores: Sequence[Sequence[float]], labels: Sequen
 # -- data ---------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class ProcessBenchExample:
-    id: str
-    problem: str
-    steps: tuple[str, ...]
-    label: int
-    """0-based index of the first wrong step; -1 when every step is right."""
-    final_answer_correct: bool | None = None
+ProcessBenchExample = StepRow
+"""One solution: ``id``, ``problem``, ``steps``, ``label`` (the first wrong step, 0-based, -1 for none)."""
 
 
 PROCESSBENCH_SPLITS = ("gsm8k", "math", "olympiadbench", "omnimath")
@@ -234,6 +228,4 @@ def load_processbench(split: str, data_dir: str | os.PathLike[str] | None = None
     by default, or the folder ``dataset`` (``meta.json`` with ``"kind": "steps"`` and its field
     mapping; :mod:`genclf_harness.data.step_sets`). A bad row raises a DataError naming its line
     and field."""
-    spec = step_set_spec(dataset, data_dir)
-    return [ProcessBenchExample(row.id, row.problem, row.steps, row.first_error, row.final_answer_correct)
-            for row in load_step_rows(spec, split, limit)]
+    return load_step_rows(step_set_spec(dataset, data_dir), split, limit)
