@@ -80,18 +80,6 @@ def reasoning_task(task: str, data_dir: str | None = None) -> tuple[str, str] | 
     return found[1:] if found and found[0] == "reasoning" else None  # type: ignore[return-value]
 
 
-def _reasoning_task_yaml(task: str, folder: str, kind: str, data_dir: str | None) -> dict[str, str]:
-    from genclf_harness.data.reasoning_sets import reasoning_set_spec
-    from genclf_harness.harness.tasks import yaml_scalar
-    from genclf_harness.resources import tasks_dir
-
-    if task in _builtin_task_names():  # genclf_gsm8k_verify, genclf_gsm8k_bon ship as YAMLs
-        return {}
-    reasoning_set_spec(folder, data_dir)  # a bad meta.json fails here, naming the file
-    template = yaml_scalar(str(tasks_dir() / "verifiers" / f"_reasoning_{kind}_template_yaml"))
-    return {task: f"{LOCAL_HEADER}task: {task}\ninclude: {template}\ndataset_kwargs:\n  task: {yaml_scalar(folder)}\n"}
-
-
 def _root_or_none(task: str, data_dir: str | None) -> Any:
     from genclf_harness.data.root import resolve_data_root
     from genclf_harness.data.specs import DataError
@@ -104,16 +92,20 @@ def _root_or_none(task: str, data_dir: str | None) -> Any:
         return None
 
 
-def _preference_task_yaml(task: str, folder: str, kind: str, data_dir: str | None) -> dict[str, str]:
+def _single_task_yaml(task: str, kind: str, folder: str, part: str, data_dir: str | None) -> dict[str, str]:
+    """The YAML of a preference (``part``: pointwise, pairwise) or reasoning (verify, bon) folder's task:
+    its template and the folder (the built-in ones, llmbar's and gsm8k's, ship as YAMLs)."""
     from genclf_harness.data.preference_sets import preference_set_spec
+    from genclf_harness.data.reasoning_sets import reasoning_set_spec
     from genclf_harness.harness.tasks import yaml_scalar
     from genclf_harness.resources import tasks_dir
 
-    if task in _builtin_task_names():  # genclf_llmbar, genclf_llmbar_pairwise ship as YAMLs
+    if task in _builtin_task_names():
         return {}
-    preference_set_spec(folder, data_dir)  # a bad meta.json fails here, naming the file
-    template = yaml_scalar(str(tasks_dir() / "verifiers" / f"_preference_{kind}_template_yaml"))
-    return {task: f"{LOCAL_HEADER}task: {task}\ninclude: {template}\ndataset_kwargs:\n  dataset: {yaml_scalar(folder)}\n"}
+    (preference_set_spec if kind == "preference" else reasoning_set_spec)(folder, data_dir)  # a bad meta.json: now
+    template = yaml_scalar(str(tasks_dir() / "verifiers" / f"_{kind}_{part}_template_yaml"))
+    key = "dataset" if kind == "preference" else "task"
+    return {task: f"{LOCAL_HEADER}task: {task}\ninclude: {template}\ndataset_kwargs:\n  {key}: {yaml_scalar(folder)}\n"}
 
 
 def _step_task_yamls(task: str, folder: str, split: str | None, data_dir: str | None) -> dict[str, str]:
@@ -215,17 +207,11 @@ def write_local_tasks(task_names: Sequence[str], folder: Path, data_dir: str | N
         written[task] = LOCAL_HEADER + text
 
     for task in dict.fromkeys(task_names):
-        steps = step_task(task, data_dir)
-        if steps is not None:
-            written.update(_step_task_yamls(task, *steps, data_dir))
-            continue
-        preference = preference_task(task, data_dir)
-        if preference is not None:
-            written.update(_preference_task_yaml(task, *preference, data_dir))
-            continue
-        reasoning = reasoning_task(task, data_dir)
-        if reasoning is not None:
-            written.update(_reasoning_task_yaml(task, *reasoning, data_dir))
+        family = family_task(task, data_dir)
+        if family is not None:
+            kind, source, part = family
+            written.update(_step_task_yamls(task, source, part, data_dir) if kind == "steps"
+                           else _single_task_yaml(task, kind, source, part, data_dir))  # type: ignore[arg-type]
             continue
         found = local_task(task, data_dir)
         if found is None:
