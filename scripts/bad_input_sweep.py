@@ -1,7 +1,7 @@
 """Tries ~100 bad inputs on every console script, each in a fresh process, and counts how many end
 in one clear line with exit status 2.
 
-    python scripts/bad_input_sweep.py [--jobs 2] [--json out.json] [--only eval,data,...]
+    python scripts/bad_input_sweep.py [--jobs 2] [--json out.json] [--only eval,data,...] [--match step,kind]
 
 Surfaces: ``eval`` (genclf-eval's arguments and model args), ``data`` (local data sets: meta.json
 and rows), ``train`` (genclf-train configs and output folders), ``bench``, ``report``,
@@ -318,6 +318,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--only", default="", help="comma-separated surfaces")
+    parser.add_argument("--match", default="", help="only the cases whose name holds one of these comma-separated words")
     parser.add_argument("--json", default=None, help="write every outcome here")
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args(argv)
@@ -326,6 +327,8 @@ def main(argv: list[str] | None = None) -> int:
         cases = build_cases(tmp)
         if args.only:
             cases = [c for c in cases if c.surface in args.only.split(",")]
+        if args.match:
+            cases = [c for c in cases if any(word in c.name for word in args.match.split(","))]
         print(f"{len(cases)} bad inputs, {args.jobs} at a time", file=sys.stderr, flush=True)
         with ThreadPoolExecutor(args.jobs) as pool:
             outcomes = list(pool.map(lambda c: run_case(c, tmp), cases))
