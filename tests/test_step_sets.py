@@ -214,3 +214,19 @@ def test_stepwiser_data_section_reads_a_step_folder(root, monkeypatch):
     assert counts["balanced"] == len(steps) == 2 * (counts["labelled"] - counts["positive"])
     with pytest.raises(ValueError, match="give one source"):
         StepWiserDataConfig(step_set="mysteps", labels_file=str(root / "mysteps" / "dev.jsonl")).check()
+
+
+@pytest.mark.slow  # rollouts with the real policy (1 solution, 2 steps, 2 continuations of 16 tokens)
+def test_monte_carlo_labels_of_a_step_folders_solutions():
+    """ProcessBench GSM8K solutions rolled out by the policy; their gold answers are GSM8K's (same questions)."""
+    from genclf_harness.training.stepwiser import StepWiserDataConfig, build_labels
+
+    data = StepWiserDataConfig(step_set="processbench", step_split="gsm8k", step_labels="monte_carlo", task="gsm8k",
+                               num_problems=1, rollouts=2, rollout_max_new_tokens=16, max_steps_per_solution=2,
+                               balance=False)
+    steps, counts = build_labels(data)
+    solution = load_processbench("gsm8k", limit=1)[0]
+    assert counts["trajectories"] == 1 and counts["without_answer"] == 0
+    assert [s.index for s in steps] == [0, 1]  # Q_0..Q_2 label both judged steps
+    assert all(s.steps == solution.steps[:2] and s.problem == solution.problem for s in steps)
+    assert all(q in (0.0, 0.5, 1.0) for s in steps for q in (s.q_before, s.q_after))  # 2 rollouts each, not NaN

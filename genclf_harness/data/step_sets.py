@@ -12,7 +12,8 @@ F1); the StepWiser recipe evaluates on such a folder too. ``meta.json`` keys, al
 
 - ``splits``: the split names, a list or ``{name: row count}`` (default: every ``*.jsonl`` file);
 - ``fields``: where each value is in a row, ``{"problem": ..., "steps": ..., "first_error": ...,
-  "id": ...}`` (defaults ``problem``, ``steps``, ``first_error_step`` else ``label``, ``id``);
+  "id": ..., "answer": ...}`` (defaults ``problem``, ``steps``, ``first_error_step`` else ``label``,
+  ``id``, ``answer``; the gold final answer is optional, for Monte-Carlo step labels);
 - ``steps_split``: how a solution given as one string is cut into steps, ``paragraphs`` (blank
   lines, the default) or ``lines``; a list of strings is taken as it is;
 - ``index_base``: ``0`` (the default, ProcessBench's) or ``1`` when the file counts steps from 1;
@@ -42,9 +43,9 @@ PROCESSBENCH = "processbench"
 """The folder read as step-labelled solutions by name (ProcessBench's own files need no ``kind``)."""
 
 SplitRule = Literal["lines", "paragraphs"]
-_FIELDS = ("problem", "steps", "first_error", "id")
+_FIELDS = ("problem", "steps", "first_error", "id", "answer")
 _DEFAULT_FIELDS = {"problem": ("problem",), "steps": ("steps",), "first_error": ("first_error_step", "label"),
-                   "id": ("id",)}
+                   "id": ("id",), "answer": ("answer",)}
 _SPLIT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]*$")  # no "_": the task name is genclf_<name>_<split>
 
 
@@ -95,6 +96,8 @@ class StepRow:
     label: int
     """0-based index of the first wrong step; -1 when every step is right."""
     final_answer_correct: bool | None = None
+    answer: str | None = None
+    """The problem's gold final answer where the row has one (``fields.answer``; Monte-Carlo labels)."""
 
 
 def is_step_set(folder: Path) -> bool:
@@ -181,7 +184,11 @@ def _row(spec: StepSetSpec, row: dict[str, Any], where: str, default_id: str) ->
     elif isinstance(identifier, bool) or not isinstance(identifier, (str, int)) or not_finite(identifier):
         raise DataError(f"{where}: field {id_field!r} (the id) must be a string or an integer, got {identifier!r}.")
     final = row.get("final_answer_correct")
-    return StepRow(str(identifier), problem, tuple(steps), first_error, final if isinstance(final, bool) else None)
+    answer_field, answer = _value(row, spec.fields["answer"])
+    if answer is not None and (isinstance(answer, bool) or not isinstance(answer, (str, int, float)) or not_finite(answer)):
+        raise DataError(f"{where}: field {answer_field!r} (the gold answer) must be a string or a number, got {answer!r}.")
+    return StepRow(str(identifier), problem, tuple(steps), first_error, final if isinstance(final, bool) else None,
+                   None if answer is None else str(answer))
 
 
 def _first_error(spec: StepSetSpec, label: Any, n_steps: int, where: str, field: str) -> int:

@@ -34,6 +34,7 @@ from genclf_harness.training.config import ModelConfig, Section, to_dict
 from genclf_harness.training.recipe_cli import add_resume_argument, load_recipe_config
 from genclf_harness.training.grpo import GRPOTrainConfig
 from genclf_harness.training.rewards import completion_text
+from genclf_harness.training.stepwiser_labels import build_labels  # noqa: F401  (the recipe's first stage)
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +60,12 @@ class StepWiserDataConfig(Section):
                           "skip the rollouts."},
     )
     step_split: str = field(default="train", metadata={"help": "The split of step_set to train on."})
+    step_labels: Literal["first_error", "monte_carlo"] = field(
+        default="first_error",
+        metadata={"help": "With step_set: its own first-wrong-step labels, or Monte-Carlo labels from rollouts of "
+                          "its solutions (the gold answer: the row's 'answer', else the same question in data.task; "
+                          "num_problems solutions)."},
+    )
     num_problems: int = field(default=8, metadata={"help": "Training problems to build trajectories from."})
     problem_seed: int = field(default=0, metadata={"help": "Seed of generated problems (algorithmic tasks)."})
     source: Literal["sampled", "reference"] = field(
@@ -180,81 +187,6 @@ class VerdictMatchReward:
 
     def __repr__(self) -> str:
         return f"VerdictMatchReward(gold_key={self.gold_key!r}, unparsed={self.unparsed})"
-
-
-# -- labels ---------------------------------------------------------------------------------------
-
-
-def build_labels(data: StepWiserDataConfig) -> tuple[list[Any], dict[str, Any]]:
-    """The labelled steps a data section describes (rollouts on the policy) and counts for the record."""
-    import torch
-
-    from genclf_harness.backends.generation import HFGenerator
-    from genclf_harness.verifiers.genrm.problems import get_task
-    from genclf_harness.verifiers.stepwise.labels import Trajectory, balance, estimate_q, labelled_steps, read_labels
-    from genclf_harness.verifiers.stepwise.steps import split_steps
-
-    if data.labels_file:
-        steps = read_labels(data.labels_file)
-        counts: dict[str, Any] = {"labels_file": data.labels_file}
-    elif data.step_set:
-        from genclf_harness.verifiers.stepwise.labels import steps_from_first_errors
-        from genclf_harness.verifiers.stepwise.steps import load_processbench
-
-        solutions = load_processbench(data.step_split, dataset=data.step_set)
-        steps = steps_from_first_errors(solutions, data.max_steps_per_solution)
-        counts = {"step_set": data.step_set, "step_split": data.step_split, "solutions": len(solutions)}
-    else:
-        task = get_task(data.task)
-        problems = task.problems("train", data.num_problems, seed=data.problem_seed)
-        policy = HFGenerator.from_pretrained(data.policy, dtype=data.policy_dtype)
-        separator = "\n" if data.split == "lines" else "\n\n"
-        prompts = [task.prompt(policy.tokenizer, p.question) for p in problems]
-        if data.source == "sampled":
-            texts = [s[0] for s in policy.generate(prompts, n=1, max_new_tokens=data.rollout_max_new_tokens,
-                                                   temperature=data.rollout_temperature, seed=data.seed,
-                                                   stop=task.stop)]
-            solutions = [(p, prompt, text) for p, prompt, text in zip(problems, prompts, texts)]
-        else:
-            import random
-
-            rng = random.Random(data.seed)
-            solutions = []
-            for p, prompt in zip(problems, prompts):
-                solutions.append((p, prompt, p.solution or ""))
-                wrong = task.corrupt(p, rng) if task.corrupt else None
-                if wrong:
-                    solutions.append((p, prompt, wrong))
-        trajectories = []
-        for p, prompt, text in solutions:
-            if not text.strip():
-                continue
-            parts = split_steps(text, data.split if data.source == "sampled" else "lines")
-            trajectories.append(Trajectory(p.question, tuple(parts[: data.max_steps_per_solution]), p.answer, prompt,
-                                           id=f"{p.id}-{len(trajectories)}"))
-        if not trajectories:
-            raise ValueError(f"no trajectories: the policy wrote no solution for {len(problems)} problems")
-        logger.info("Rolling out %d trajectories (%d steps) x %d continuations", len(trajectories),
-                    sum(len(t.steps) for t in trajectories), data.rollouts)
-        with torch.inference_mode():
-            estimates = estimate_q(policy, trajectories, task.is_correct, rollouts=data.rollouts,
-                                   max_new_tokens=data.rollout_max_new_tokens, temperature=data.rollout_temperature,
-                                   seed=data.seed, separator=separator, stop=task.stop, show_progress=True)
-        del policy
-        steps = labelled_steps(trajectories, estimates, data.rule, gamma=data.gamma, alpha=data.alpha, n=data.n)
-        counts = {"trajectories": len(trajectories), "mean_q0": sum(e.q[0] for e in estimates) / len(estimates),
-                  "final_correct": sum(e.q[-1] for e in estimates)}
-    counts["labelled"] = len(steps)
-    counts["positive"] = sum(s.label for s in steps)
-    if data.balance:
-        steps = balance(steps, seed=data.seed)
-        counts["balanced"] = len(steps)
-    if data.max_examples is not None:
-        steps = steps[: data.max_examples]
-    if not steps:
-        raise ValueError(f"no labelled steps to train on ({counts}): with balancing, both classes must occur; "
-                         "use more problems or rollouts, or another rule")
-    return steps, counts
 
 
 def judge_rows(steps: Sequence[Any], chat: bool, tokenizer: Any, reasoning: bool = True) -> list[dict[str, Any]]:
