@@ -7,13 +7,17 @@ its P("Yes") normalised over Yes/No is the candidate's score. Run with ``--apply
 for chat verifiers: lm-eval then puts the question in a user turn and reads "Yes"/"No" right after
 the assistant marker, exactly as :class:`~genclf_harness.verifiers.genrm.verifier.GenRM` does.
 
+The tasks exist for GSM8K (``genclf_gsm8k_*``, shipped YAMLs) and for every reasoning folder of your
+own (``genclf_<name>_*``, written for the run; ``dataset_kwargs: {task: <name>}``).
+
 - ``genclf_gsm8k_bon``: candidates sampled for each problem (a candidates file, see
   :mod:`genclf_harness.verifiers.genrm.bon`); the aggregations group the documents by problem and report
   ``first_sample``, ``majority``, ``best_of_n`` (highest P(Yes)), ``weighted_vote`` and
   ``pass_at_n``.
 - ``genclf_gsm8k_verify``: labelled candidates; ``acc`` (P(Yes) > 0.5 exactly for the correct
   ones), ``balanced_acc`` and ``auroc``. Without a candidates file it uses GSM8K test problems'
-  reference solutions ("Yes") and a corruption of each (its final result changed: "No").
+  reference solutions ("Yes") and a corruption of each (its final result changed: "No"); a
+  reasoning folder's evaluated problems the same way, where they have solutions.
 
 The candidates file is given by ``--metadata '{"candidates": "path.jsonl"}'`` or the environment
 variable ``GENCLF_CANDIDATES`` (the metadata wins). ``--metadata '{"num_problems": 200}'`` sizes the
