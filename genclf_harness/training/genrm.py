@@ -80,7 +80,10 @@ class GenRMDataConfig(Section):
 
         from genclf_harness.verifiers.genrm.problems import get_task
 
-        get_task(self.task)  # an unknown task or a bad reasoning folder fails here, before any model work
+        try:
+            get_task(self.task)  # an unknown task or a bad reasoning folder fails here, before any model work
+        except ValueError as err:
+            raise ValueError(f"task: {err}") from None
         for path in self.candidates:
             if not Path(path).is_file():
                 raise ValueError(f"candidates: {path!r} does not exist")

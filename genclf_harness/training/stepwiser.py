@@ -101,6 +101,13 @@ class StepWiserDataConfig(Section):
             raise ValueError(f"labels_file: {self.labels_file!r} does not exist")
         if self.labels_file is not None and self.step_set is not None:
             raise ValueError("labels_file and step_set: give one source of labelled steps, not both")
+        if self.labels_file is None and (self.step_set is None or self.step_labels == "monte_carlo"):
+            from genclf_harness.verifiers.genrm.problems import get_task
+
+            try:
+                get_task(self.task)  # the rollouts' task: an unknown one fails before any model work
+            except ValueError as err:
+                raise ValueError(f"task: {err}") from None
         for name in ("num_problems", "rollouts", "rollout_max_new_tokens", "max_steps_per_solution"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be at least 1, not {getattr(self, name)}")
