@@ -121,8 +121,7 @@ def preference_set_spec(name: str, data_dir: str | os.PathLike[str] | None = Non
     """The spec of the preference folder ``name`` under the data root; a DataError naming what is wrong."""
     folder, meta, bad = open_folder(name, PREFERENCE_KIND, data_dir, "preference data set")
     splits = discover_splits(meta.get("splits"), folder, bad)
-    eval_split = chosen_split(meta, "eval_split", splits, default_eval_split(splits, bad) if not meta.get("eval_split")
-                              else None, bad)
+    eval_split = chosen_split(meta, "eval_split", splits, None, bad) or default_eval_split(splits, bad)
     fields = mapped_fields(meta.get("fields"), _FIELDS, bad)
     label_values = meta.get("label_values") or {}
     if not isinstance(label_values, dict) or not all(v in (1, 2) and not isinstance(v, bool) for v in label_values.values()):

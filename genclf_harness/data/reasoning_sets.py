@@ -99,8 +99,7 @@ def reasoning_set_spec(name: str, data_dir: str | os.PathLike[str] | None = None
     """The spec of the reasoning folder ``name`` under the data root; a DataError naming what is wrong."""
     folder, meta, bad = open_folder(name, REASONING_KIND, data_dir, "reasoning data set")
     splits = discover_splits(meta.get("splits"), folder, bad)
-    eval_split = chosen_split(meta, "eval_split", splits, default_eval_split(splits, bad) if not meta.get("eval_split")
-                              else None, bad)
+    eval_split = chosen_split(meta, "eval_split", splits, None, bad) or default_eval_split(splits, bad)
     train_split = chosen_split(meta, "train_split", splits, "train" if "train" in splits else None, bad)
     answer_type = meta.get("answer_type", "number")
     if answer_type not in ANSWER_TYPES:
