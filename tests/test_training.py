@@ -189,6 +189,28 @@ def test_cli_reports_config_errors_before_loading_a_model(tmp_path: Path, monkey
     assert "train.beta: must be non-negative" in capsys.readouterr().err
 
 
+def test_cli_leaves_a_process_group_it_did_not_join_alone(tmp_path: Path) -> None:
+    """genclf-train destroys only the process group its own run joined (under torchrun). A group that
+    existed before (an in-process vLLM engine's) stays: destroying it broke every later vLLM engine
+    in the process ("not initialized in the world group map"). A subprocess, so this test's group
+    never meets the session's engines."""
+    import subprocess
+    import sys
+
+    path = _write(tmp_path, "data:\n  dataset: sst2\n  max_train_examples: -5\n")
+    script = (
+        "import torch.distributed as d\n"
+        f"d.init_process_group('gloo', init_method='file://{tmp_path}/store', rank=0, world_size=1)\n"
+        "from genclf_harness.cli import train\n"
+        f"assert train.main(['sft', '--config', {str(path)!r}]) == 2\n"
+        "print('still joined:', d.is_initialized())\n"
+        "d.destroy_process_group()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "still joined: True" in done.stdout, done.stdout + done.stderr[-2000:]
+
+
 # -- examples ----------------------------------------------------------------------------------
 
 
@@ -414,3 +436,40 @@ def test_grpo_two_steps_from_the_sft_adapter(sft_run, tmp_path: Path) -> None:
     assert record["prompts"] == selection["kept"] == sum(kept.values())
     assert sum(selection["pool_labels"].values()) == 16
     assert 0.0 <= selection["kept_mean_gold_prob"] <= 0.97
+
+
+@pytest.mark.slow
+def test_training_under_two_ranks_shares_the_batches_and_writes_once(tmp_path: Path, sft_run) -> None:
+    """genclf-train sft and grpo under torchrun with two CPU ranks (gloo): both ranks train (SFT
+    takes half the steps one process would: 16 rows / (2 per rank x 2 ranks) = 4, not 8), one
+    adapter and one record naming world size 2, the evaluation run once, by rank 0."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "genclf_harness.cli.train"]
+    common = ["--set", "data.max_eval_examples=8", "--set", "train.logging_steps=1", "--set", "train.save_steps=100",
+              "--set", "data.chat_template=false"]
+    runs = {
+        "sft": ["sft", "--config", str(CONFIGS / "sft_sst2_cpu.yaml"), "--set", "data.max_train_examples=16",
+                "--set", "train.per_device_train_batch_size=2", "--set", "train.num_train_epochs=1",
+                "--set", "train.max_steps=-1"],
+        "grpo": ["grpo", "--config", str(CONFIGS / "grpo_sst2_cpu.yaml"), "--set", f"model.init_from={sft_run.output_dir}",
+                 "--set", "select.by=none", "--set", "data.max_train_examples=8", "--set", "train.max_steps=2",
+                 "--set", "train.per_device_train_batch_size=8", "--set", "train.num_generations=4",
+                 "--set", "train.max_completion_length=4"],
+    }
+    for name, args in runs.items():
+        out = tmp_path / name
+        done = subprocess.run([*launch, *args, *common, "--set", f"train.output_dir={out}"], env=env, timeout=900,
+                              capture_output=True, text=True)
+        log = done.stdout + done.stderr
+        assert done.returncode == 0, log[-3000:]
+        assert log.count("rank 1 of 2: trained on its share") == 1, log[-3000:]
+        assert log.count("Evaluating on 8 sst2 rows") == 1, log[-3000:]  # once, by rank 0
+        record = json.loads((out / "genclf_train.json").read_text())
+        assert record["world_size"] == 2 and record["figures"]["documents"] == 8
+        assert (out / "adapter_model.safetensors").is_file()
+        steps = {entry["step"] for entry in record["log_history"] if "loss" in entry}
+        assert max(steps) == (4 if name == "sft" else 2), steps

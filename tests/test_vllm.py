@@ -60,14 +60,8 @@ def hf(hf_model, tokenizer) -> HFScorer:
 
 
 @pytest.fixture(scope="module")
-def engine(default_model_dir: Path) -> VLLMBackend:
-    return VLLMBackend.from_pretrained(
-        str(default_model_dir),
-        dtype="float32",
-        enforce_eager=True,
-        max_model_len=1024,
-        seed=0,
-    )
+def engine(vllm_engine) -> VLLMBackend:
+    return vllm_engine
 
 
 @pytest.fixture(scope="module")
@@ -292,3 +286,47 @@ def _samples(folder: Path) -> dict[str, list[dict]]:
         rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
         out[task] = sorted(rows, key=lambda row: row["doc_id"])
     return out
+
+
+def test_parallel_sizes_reach_the_engine_constructor(monkeypatch) -> None:
+    """tensor_parallel_size, pipeline_parallel_size and data_parallel_size from genclf-vllm's model
+    arguments, as vLLM's constructor and Ray receive them. No GPUs here: vllm.LLM and Ray are
+    replaced by recorders, so this checks the arguments only, not a parallel run."""
+    import sys
+    import types
+
+    from genclf_harness.harness.vllm_model import GenclfVLLM
+
+    class Stop(Exception):
+        pass
+
+    seen: dict = {}
+
+    def fake_llm(**arguments):
+        seen["llm"] = arguments
+        raise Stop
+
+    monkeypatch.setattr(vllm, "LLM", fake_llm)
+    with pytest.raises(Stop):
+        GenclfVLLM(pretrained="some/model", tensor_parallel_size=4, pipeline_parallel_size=2,
+                   gpu_memory_utilization=0.85, max_model_len=4096, dtype="bfloat16")
+    assert seen["llm"]["tensor_parallel_size"] == 4 and seen["llm"]["pipeline_parallel_size"] == 2
+    assert seen["llm"]["gpu_memory_utilization"] == 0.85 and seen["llm"]["max_model_len"] == 4096
+    assert "data_parallel_size" not in seen["llm"]  # one engine per replica, never vLLM's own DP here
+
+    actors: list = []
+
+    def remote(num_gpus):
+        def wrap(cls):
+            return types.SimpleNamespace(remote=lambda kwargs: actors.append((num_gpus, kwargs)) or Stop)
+        return wrap
+
+    monkeypatch.setitem(sys.modules, "ray", types.SimpleNamespace(remote=remote))
+    with pytest.raises((Stop, TypeError, AttributeError)):
+        GenclfVLLM(pretrained="some/model", tensor_parallel_size=2, pipeline_parallel_size=2, data_parallel_size=3)
+    assert len(actors) == 3 and {gpus for gpus, _ in actors} == {4}  # each replica: tp x pp GPUs
+    kwargs = actors[0][1]
+    assert kwargs["pretrained"] == "some/model" and kwargs["tensor_parallel_size"] == 2
+    assert kwargs["pipeline_parallel_size"] == 2
+    with pytest.raises(ValueError, match="pipeline_parallel_size must be at least 1"):
+        GenclfVLLM(pretrained="some/model", pipeline_parallel_size=0)

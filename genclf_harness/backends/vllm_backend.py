@@ -103,6 +103,7 @@ def engine_arguments(
     *,
     dtype: str = "auto",
     tensor_parallel_size: int = 1,
+    pipeline_parallel_size: int = 1,
     gpu_memory_utilization: float | None = None,
     max_model_len: int | None = None,
     enforce_eager: bool | None = None,
@@ -124,6 +125,11 @@ def engine_arguments(
         "seed": int(seed),
         "enable_prefix_caching": bool(enable_prefix_caching),
     }
+    for name, size in (("tensor_parallel_size", tensor_parallel_size), ("pipeline_parallel_size", pipeline_parallel_size)):
+        if int(size) < 1:
+            raise ValueError(f"{name} must be at least 1, not {size}")
+    if int(pipeline_parallel_size) != 1:
+        arguments["pipeline_parallel_size"] = int(pipeline_parallel_size)
     if gpu_memory_utilization is not None:
         arguments["gpu_memory_utilization"] = float(gpu_memory_utilization)
     if max_model_len is not None:
@@ -514,15 +520,20 @@ class VLLMBackend:
         show_progress: bool = False,
     ) -> list[list[str]]:
         """``n`` completions for each prompt, in input order (the ``Generator`` contract)."""
-        from vllm import SamplingParams
-
         settings = SamplingSettings(n, max_new_tokens, temperature, top_p, seed, tuple(stop))
         for index, prompt in enumerate(prompts):
             if not isinstance(prompt, str):
                 raise TypeError(f"prompt #{index} must be a str, got {type(prompt).__name__}")
         if not prompts:
             return []
-        params = SamplingParams(
+        params = self._sampling_params(settings)
+        outputs = self.run([self._encode(p) for p in prompts], [params] * len(prompts), show_progress)
+        return [[completion.text for completion in output.outputs] for output in outputs]
+
+    def _sampling_params(self, settings: SamplingSettings) -> Any:
+        from vllm import SamplingParams
+
+        return SamplingParams(
             n=settings.n,
             max_tokens=settings.max_new_tokens,
             temperature=settings.temperature,
@@ -532,8 +543,6 @@ class VLLMBackend:
             stop=list(settings.stop) or None,
             skip_special_tokens=True,
         )
-        outputs = self.run([self._encode(p) for p in prompts], [params] * len(prompts), show_progress)
-        return [[completion.text for completion in output.outputs] for output in outputs]
 
     def _encode(self, prompt: str) -> list[int]:
         # The Generator contract: no special tokens in front of a text that already starts with BOS.
@@ -675,11 +684,16 @@ class BackendReplica:
         return getattr(self.backend, method)(*args, **kwargs)
 
 
+def replica_gpus(backend_kwargs: dict[str, Any]) -> int:
+    """GPUs one data-parallel replica holds: its tensor- times its pipeline-parallel size."""
+    return int(backend_kwargs.get("tensor_parallel_size", 1)) * int(backend_kwargs.get("pipeline_parallel_size", 1))
+
+
 def _ray_replicas(count: int, backend_kwargs: dict[str, Any]) -> list[Any]:
     try:
         import ray
     except ImportError as error:
         raise ImportError("data_parallel_size > 1 runs one vLLM engine per Ray actor: pip install ray") from error
-    gpus = int(backend_kwargs.get("tensor_parallel_size", 1))
+    gpus = replica_gpus(backend_kwargs)
     actor = ray.remote(num_gpus=gpus)(BackendReplica)
     return [actor.remote(backend_kwargs) for _ in range(count)]

@@ -10,7 +10,7 @@ continuation split as lm-eval; float32 log-softmax); ``docs/vllm.md`` has the de
 The model arguments are stock ``vllm``'s, so a command line moves over by changing the model name:
 ``pretrained`` (omitted or ``default``: the embedded default model), ``dtype``, ``revision``,
 ``tokenizer``, ``tokenizer_mode``, ``tokenizer_revision``, ``trust_remote_code``,
-``add_bos_token``, ``prefix_token_id``, ``tensor_parallel_size``, ``data_parallel_size`` (one
+``add_bos_token``, ``prefix_token_id``, ``tensor_parallel_size``, ``pipeline_parallel_size``, ``data_parallel_size`` (one
 engine per Ray actor, kept for the whole run), ``gpu_memory_utilization``, ``max_model_len``
 (or ``max_length``), ``quantization``, ``max_gen_toks``, ``seed``, ``lora_local_path`` and
 ``max_lora_rank``, ``enable_thinking``/``think_end_token``/``chat_template_args``; anything else
@@ -69,6 +69,7 @@ class GenclfVLLM(TemplateLM):
         add_bos_token: bool | None = None,
         prefix_token_id: int | None = None,
         tensor_parallel_size: int = 1,
+        pipeline_parallel_size: int = 1,
         data_parallel_size: int = 1,
         gpu_memory_utilization: float | None = None,
         max_model_len: int | None = None,
@@ -114,6 +115,7 @@ class GenclfVLLM(TemplateLM):
             self.pretrained,
             dtype=dtype,
             tensor_parallel_size=self.tensor_parallel_size,
+            pipeline_parallel_size=int(pipeline_parallel_size),
             gpu_memory_utilization=gpu_memory_utilization,
             max_model_len=max_model_len if max_model_len is not None else max_length,
             seed=seed,
@@ -265,8 +267,6 @@ class GenclfVLLM(TemplateLM):
 
     def generate_until(self, requests: list[Instance], disable_tqdm: bool = False) -> list[str]:
         """As stock ``vllm``: per-request sampling settings, stop strings cut again afterwards."""
-        from vllm import SamplingParams
-
         eos = self.tokenizer.decode(self.eot_token_id) or getattr(self.tokenizer, "eos_token", None)
         contexts, all_kwargs = zip(*(request.args for request in requests), strict=True) if requests else ((), ())
         encodings = self.tok_encode(list(contexts)) if contexts else []
@@ -278,7 +278,7 @@ class GenclfVLLM(TemplateLM):
             tokens, max_gen_toks = maybe_truncate(tokens, max_gen_toks=max_gen_toks, max_model_len=self.max_length)
             stop = [s for s in until if s == eos] if self.think_end_token else until
             prompts.append(tokens)
-            params.append(SamplingParams(max_tokens=max_gen_toks, stop=stop, **sampling))
+            params.append(self._generation_params(max_gen_toks, stop, sampling))
             settings.append(sampling | {"until": until, "max_gen_toks": max_gen_toks})
 
         outputs = self.backend.run(prompts, params, show_progress=not disable_tqdm)
@@ -288,6 +288,16 @@ class GenclfVLLM(TemplateLM):
             self.cache_hook.add_partial("generate_until", (context, setting), text)
             results.append(text)
         return results
+
+    def _generation_params(self, max_gen_toks: int, stop: list[str], sampling: dict[str, Any]) -> Any:
+        """One generation request's settings as the backend takes them (vLLM's ``SamplingParams``)."""
+        return _vllm_sampling_params(max_gen_toks, stop, sampling)
+
+
+def _vllm_sampling_params(max_gen_toks: int, stop: list[str], sampling: dict[str, Any]) -> Any:
+    from vllm import SamplingParams
+
+    return SamplingParams(max_tokens=max_gen_toks, stop=stop, **sampling)
 
 
 def modify_gen_kwargs(
