@@ -23,6 +23,7 @@ from genclf_harness.calibration.baselines import (
 )
 from genclf_harness.calibration.bootstrap import (
     DEFAULT_SEED,
+    RESAMPLED_METRICS,
     bootstrap_stderr,
     bootstrap_values,
     mean_stderr,
@@ -51,6 +52,36 @@ from genclf_harness.calibration.oracle import oracle_accuracy, oracle_offsets
 from genclf_harness.calibration.label_shift import estimate_prior_bbse, estimate_prior_em, fit_bcts, fit_bcts_em
 from genclf_harness.calibration.prior_matching import fit_bbse, fit_prior_em, fit_prior_matching
 from genclf_harness.calibration.registry import METHOD_INPUTS, METHODS, FitFunction, fit
+from genclf_harness.calibration.conformal import (
+    ConformalPredictor,
+    CrossFitSets,
+    SetMetrics,
+    conformal_quantile,
+    conformal_sets,
+    cross_fit_sets,
+    fit_conformal,
+    set_metrics,
+)
+from genclf_harness.calibration.helm import (
+    PlattFit,
+    coverage_accuracy_area,
+    equal_mass_ece,
+    fit_temperature,
+    helm_calibration_metrics,
+    platt_scaling,
+    selective_accuracy,
+)
+from genclf_harness.calibration.clm import (
+    CLMCalibration,
+    CLMConfig,
+    CLMProblems,
+    CLMReport,
+    calibrate_clm,
+    clm_grid,
+    clm_outcomes,
+    evaluate_clm,
+    ltt_calibrate,
+)
 
 __all__ = [
     "DEFAULT_SEED",
@@ -89,5 +120,30 @@ __all__ = [
     "oracle_offsets",
     "paired_bootstrap",
     "resampled_metric",
+    "RESAMPLED_METRICS",
     "resample_indices",
+    "ConformalPredictor",
+    "CrossFitSets",
+    "SetMetrics",
+    "conformal_quantile",
+    "conformal_sets",
+    "cross_fit_sets",
+    "fit_conformal",
+    "set_metrics",
+    "PlattFit",
+    "coverage_accuracy_area",
+    "equal_mass_ece",
+    "fit_temperature",
+    "helm_calibration_metrics",
+    "platt_scaling",
+    "selective_accuracy",
+    "CLMCalibration",
+    "CLMConfig",
+    "CLMProblems",
+    "CLMReport",
+    "calibrate_clm",
+    "clm_grid",
+    "clm_outcomes",
+    "evaluate_clm",
+    "ltt_calibrate",
 ]

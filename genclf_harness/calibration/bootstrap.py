@@ -58,7 +58,7 @@ def mean_stderr(values: np.ndarray, iters: int, seed: int = DEFAULT_SEED) -> flo
     return float(np.std(values[indices].mean(axis=1), ddof=1))
 
 
-RESAMPLED_METRICS = ("acc", "f1_macro", "ece", "brier", "nll", "majority_share")
+RESAMPLED_METRICS = ("acc", "macro_f1", "ece_width15", "brier", "gold_nll", "majority_share")
 _CHUNK_CELLS = 4_000_000
 """Multiplicity cells (resamples x documents) per chunk: about 32 MB of float64."""
 
@@ -79,7 +79,7 @@ def resampled_metric(metric: str, logprobs: np.ndarray, gold: np.ndarray, indice
     predicted = log_probs.argmax(axis=1)
     if metric == "acc":
         per_doc = (predicted == gold).astype(np.float64)[:, None]
-    elif metric == "nll":
+    elif metric == "gold_nll":
         per_doc = -log_probs[rows, gold][:, None]
     elif metric == "brier":
         probs = np.exp(log_probs)
@@ -87,9 +87,9 @@ def resampled_metric(metric: str, logprobs: np.ndarray, gold: np.ndarray, indice
         per_doc = np.sum(probs**2, axis=1)[:, None]
     elif metric == "majority_share":
         per_doc = np.eye(k)[predicted]
-    elif metric == "f1_macro":
+    elif metric == "macro_f1":
         per_doc = np.eye(k * k)[gold * k + predicted]  # one confusion cell per document
-    else:  # ece: the signed gap (correct - confidence) in the document's confidence bin
+    else:  # ece_width15: the signed gap (correct - confidence) in the document's confidence bin
         confidence = np.exp(log_probs.max(axis=1))
         bins = np.digitize(confidence, np.linspace(0.0, 1.0, num_bins + 1)[1:-1], right=True)
         per_doc = np.zeros((n, num_bins))
@@ -106,11 +106,11 @@ def resampled_metric(metric: str, logprobs: np.ndarray, gold: np.ndarray, indice
 
 
 def _from_sums(metric: str, sums: np.ndarray, n: int, k: int) -> np.ndarray:
-    if metric in ("acc", "nll", "brier"):
+    if metric in ("acc", "gold_nll", "brier"):
         return sums[:, 0] / n
     if metric == "majority_share":
         return sums.max(axis=1) / n
-    if metric == "ece":
+    if metric == "ece_width15":
         return np.abs(sums).sum(axis=1) / n
     confusion = sums.reshape(-1, k, k)  # [resample, gold, predicted]
     true_positives = np.einsum("bkk->bk", confusion)

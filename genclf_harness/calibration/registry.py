@@ -17,8 +17,16 @@ from genclf_harness.calibration.baselines import (
     fit_pmi,
 )
 from genclf_harness.calibration.core import Calibration
+from genclf_harness.calibration.helm import fit_temperature
 from genclf_harness.calibration.label_shift import fit_bcts_em
 from genclf_harness.calibration.prior_matching import fit_bbse, fit_prior_em, fit_prior_matching
+
+def _fit_temperature_scaling(logprobs: npt.ArrayLike, *, labelled_logprobs: npt.ArrayLike,
+                             labelled_labels: npt.ArrayLike, split: str | None = None) -> Calibration:
+    """Temperature scaling (Guo et al. 2017) fitted on labelled calibration documents; the evaluated
+    documents' scores (``logprobs``) are not used: one temperature only rescales confidences."""
+    return fit_temperature(labelled_logprobs, labelled_labels, split=split)
+
 
 FitFunction = Callable[..., Calibration]
 """``fit_fn(logprobs, **extra) -> Calibration`` with ``logprobs`` the (N, K) document scores."""
@@ -33,6 +41,7 @@ METHODS: Mapping[str, FitFunction] = MappingProxyType(
         "pmi": fit_pmi,
         "bcts_em": fit_bcts_em,
         "bbse": fit_bbse,
+        "ts": _fit_temperature_scaling,
     }
 )
 """Every calibration method by its short name (the suffix of its metric names, e.g. ``acc_bc``)."""
@@ -47,6 +56,7 @@ METHOD_INPUTS: Mapping[str, tuple[str, ...]] = MappingProxyType(
         "pmi": ("unconditional_logprobs",),
         "bcts_em": ("labelled_logprobs", "labelled_labels"),
         "bbse": ("labelled_logprobs", "labelled_labels"),
+        "ts": ("labelled_logprobs", "labelled_labels"),
     }
 )
 """The side inputs each method needs besides the document scores, as keyword names of `fit`."""
