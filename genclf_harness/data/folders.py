@@ -2,8 +2,9 @@
 
 A data folder is ``<data root>/<name>/`` with a ``meta.json`` and one ``<split>.jsonl`` per split.
 Its ``kind`` says what it holds: ``classification`` (the default; :mod:`genclf_harness.data.local`),
-``steps`` (:mod:`~genclf_harness.data.step_sets`), ``preference``
-(:mod:`~genclf_harness.data.preference_sets`) or ``reasoning``
+``tabular`` (a table, one ``<split>.csv`` or ``<split>.jsonl`` per split, read as a classification
+data set; :mod:`~genclf_harness.data.tabular`), ``steps`` (:mod:`~genclf_harness.data.step_sets`),
+``preference`` (:mod:`~genclf_harness.data.preference_sets`) or ``reasoning``
 (:mod:`~genclf_harness.data.reasoning_sets`). The built-in folders ``processbench``, ``llmbar`` and
 ``gsm8k`` hold their kind by name and need no ``kind`` key. The shared keys mean the same in
 every kind:
@@ -31,7 +32,7 @@ from genclf_harness.data.root import resolve_data_root
 from genclf_harness.data.specs import DataError
 
 META_FILE = "meta.json"
-KINDS = ("classification", "steps", "preference", "reasoning")
+KINDS = ("classification", "tabular", "steps", "preference", "reasoning")
 BUILT_IN_KINDS = {"processbench": "steps", "llmbar": "preference", "gsm8k": "reasoning"}
 """Folders whose kind is their name's (their meta.json predates ``kind``)."""
 EVAL_SPLITS = ("test", "validation", "dev")
@@ -98,15 +99,17 @@ def open_folder(name: str, kind: str, data_dir: str | os.PathLike[str] | None, w
 
 
 def discover_splits(value: Any, folder: Path, bad: Bad, *, usual_only: bool = True,
-                    name: re.Pattern[str] | None = None, require_files: bool = True) -> list[str]:
+                    name: re.Pattern[str] | None = None, require_files: bool = True,
+                    suffixes: tuple[str, ...] = (".jsonl",)) -> list[str]:
     """The split names: ``value`` (a list, or a mapping of names to counts) or, when it is None,
-    the folder's ``*.jsonl`` files (only the usual split names among them where any, if
-    ``usual_only``); each named split must have its file (unless not ``require_files``: a
-    classification split may come from the hub) and match ``name`` where given."""
+    the folder's ``*.jsonl`` files (``suffixes``: a table's ``.csv`` too; only the usual split names
+    among them where any, if ``usual_only``); each named split must have its file (unless not
+    ``require_files``: a classification split may come from the hub) and match ``name`` where given."""
+    files = f"<split>{suffixes[0]}" + "".join(f" or <split>{suffix}" for suffix in suffixes[1:])
     if value is None:
-        found = sorted(path.stem for path in folder.glob("*.jsonl"))
+        found = sorted({path.stem for suffix in suffixes for path in folder.glob(f"*{suffix}")})
         if not found:
-            raise bad(f"names no 'splits' and {folder} holds no <split>.jsonl file.")
+            raise bad(f"names no 'splits' and {folder} holds no {files} file.")
         usual = [split for split in found if split in USUAL_SPLITS] if usual_only else []
         splits = usual or found
         _check_names(splits, name, bad)
@@ -118,8 +121,9 @@ def discover_splits(value: Any, folder: Path, bad: Bad, *, usual_only: bool = Tr
         splits = list(value)
         _check_names(splits, name, bad)
         for split in splits if require_files else ():
-            if not (folder / f"{split}.jsonl").is_file():
-                raise bad(f"split {split!r} has no file {folder / (split + '.jsonl')}.")
+            if not any((folder / f"{split}{suffix}").is_file() for suffix in suffixes):
+                also = "".join(f" (or {suffix})" for suffix in suffixes[1:])
+                raise bad(f"split {split!r} has no file {folder / (split + suffixes[0])}{also}.")
     return splits
 
 

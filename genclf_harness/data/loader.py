@@ -18,6 +18,7 @@ from typing import Any
 from genclf_harness.data.jsonl import iter_jsonl, not_finite
 from genclf_harness.data.root import DATA_DIR_ENV, resolve_data_root
 from genclf_harness.data.specs import DataError, DatasetSpec, get_spec
+from genclf_harness.data.tabular import is_tabular, load_tabular_split
 
 __all__ = ["DATA_DIR_ENV", "load_split", "resolve_data_root"]
 
@@ -31,6 +32,8 @@ def load_split(name: str, split: str, data_dir: str | os.PathLike[str] | None = 
         raise DataError(
             f"Data set {name!r} has no split {split!r}; its splits are {', '.join(spec.splits)}."
         )
+    if spec.folder is not None and is_tabular(spec.folder):  # a table: rows serialised (data.tabular)
+        return load_tabular_split(spec, split)
     if spec.folder is not None:  # a local data set: the folder its spec was read from
         local_file: Path | None = Path(spec.folder) / f"{split}.jsonl"
     else:

@@ -27,10 +27,14 @@ required in ``meta.json``; every other key has a default:
   and inductive calibration is left out;
 - ``task``: a short description for the results manifest (default ``K-way classification``);
 - ``definitions``: ``{label name: a short definition}``, for prompt strategies that state them;
+- ``hypothesis_template``: for NLI classifiers (``genclf-nli``), the hypothesis with ``{}`` for
+  the label word (default: the classifier's, ``This example is {}.``);
 - ``hub``: ``{"path", "revision", "name", "splits", "fields", "label_field", "label_map"}`` (see
   ``HubSource``), read where a split has no local file; without it the data set is local only.
 
-``kind`` is ``classification`` (the default); a folder of step-labelled solutions says ``steps``
+``kind`` is ``classification`` (the default); a table says ``tabular`` (one ``<split>.csv`` or
+``<split>.jsonl`` per split, its rows serialised as UniPredict's prompts:
+:mod:`genclf_harness.data.tabular`); a folder of step-labelled solutions says ``steps``
 (:mod:`genclf_harness.data.step_sets`), one of preference pairs ``preference``
 (:mod:`genclf_harness.data.preference_sets`), one of reasoning problems ``reasoning``
 (:mod:`genclf_harness.data.reasoning_sets`). Keys it does not know (``source``, ``license`` ...) are kept out of the spec without complaint.
@@ -43,10 +47,8 @@ from __future__ import annotations
 import functools
 import json
 import os
-import re
 import string
 import unicodedata
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -118,7 +120,7 @@ def list_local(data_dir: str | os.PathLike[str] | None = None) -> list[str]:
         except (OSError, UnicodeDecodeError, json.JSONDecodeError):
             names.append(name)  # listed, so that asking for it reports what is wrong with it
             continue
-        if isinstance(meta, dict) and meta.get("labels") is not None:
+        if isinstance(meta, dict) and (meta.get("labels") is not None or meta.get("kind") == "tabular"):
             names.append(name)
     return names
 
@@ -145,6 +147,10 @@ def spec_from_folder(folder: str | os.PathLike[str]) -> DatasetSpec:
         return DataError(f"{meta_path}: {message}")
 
     kind = meta.get("kind", "classification")
+    if kind == "tabular":  # a table: its rows serialised as UniPredict's prompts (genclf_harness.data.tabular)
+        from genclf_harness.data.tabular import tabular_spec
+
+        return tabular_spec(folder).dataset_spec()
     if kind == "steps":
         raise bad(f"holds step-labelled solutions (\"kind\": \"steps\"), not a classification data set; its "
                   f"tasks are genclf_{folder.name}_<split> and the group genclf_{folder.name}.")
@@ -156,8 +162,8 @@ def spec_from_folder(folder: str | os.PathLike[str]) -> DatasetSpec:
                   f"tasks are genclf_{folder.name}_verify and genclf_{folder.name}_bon (genclf-bench bon --task "
                   f"{folder.name}).")
     if kind != "classification":
-        raise bad(f"'kind' is {kind!r}; known kinds: \"classification\" (the default), \"steps\", \"preference\", "
-                  "\"reasoning\".")
+        raise bad(f"'kind' is {kind!r}; known kinds: \"classification\" (the default), \"tabular\", \"steps\", "
+                  "\"preference\", \"reasoning\".")
     labels = meta.get("labels")
     if labels is None:
         raise bad("has no 'labels' (the label names in index order); without them it is not a "
@@ -210,6 +216,10 @@ def spec_from_folder(folder: str | os.PathLike[str]) -> DatasetSpec:
     if unknown:
         raise bad(f"'definitions' names {unknown}, which are not labels ({', '.join(labels)}).")
 
+    hypothesis = meta.get("hypothesis_template")
+    if hypothesis is not None and (not isinstance(hypothesis, str) or "{}" not in hypothesis):
+        raise bad(f"'hypothesis_template' must be a string with {{}} where the label word goes, got {hypothesis!r}.")
+
     task = meta.get("task") or f"{len(labels)}-way classification"
     if not isinstance(task, str):
         raise bad("'task' must be a string.")
@@ -229,6 +239,7 @@ def spec_from_folder(folder: str | os.PathLike[str]) -> DatasetSpec:
             splits=tuple(splits),
             definitions=dict(definitions),
             folder=str(folder.resolve()),
+            hypothesis_template=hypothesis,
         )
     except ValueError as err:
         raise bad(str(err)) from None

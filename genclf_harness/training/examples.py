@@ -51,8 +51,19 @@ class ClassifierData:
     def render(self, rows: Sequence[Mapping[str, Any]]) -> list[RenderedPrompt]:
         return [self.prompter.render(row) for row in rows]
 
-    def sft_examples(self, rows: Sequence[Mapping[str, Any]] | None = None) -> list[Example]:
-        return [sft_example(p, self.chat) for p in self.render(self.train_rows if rows is None else rows)]
+    def sft_examples(self, rows: Sequence[Mapping[str, Any]] | None = None,
+                     answers: Mapping[str, str] | None = None) -> list[Example]:
+        """SFT examples of ``rows`` (default: the training rows); ``answers`` (``{row id: answer}``,
+        e.g. UniPredict's distribution answers, `genclf_harness.training.teacher`) replaces the gold
+        label as the completion."""
+        rows = self.train_rows if rows is None else rows
+        prompts = self.render(rows)
+        if answers is None:
+            return [sft_example(p, self.chat) for p in prompts]
+        missing = [str(row.get("id", "")) for row in rows if str(row.get("id", "")) not in answers]
+        if missing:
+            raise ValueError(f"no answer given for training row {missing[0]!r}")
+        return [sft_example(p, self.chat, answers[str(row.get("id", ""))]) for p, row in zip(prompts, rows, strict=True)]
 
     def grpo_examples(self, rows: Sequence[Mapping[str, Any]] | None = None) -> list[Example]:
         rows = self.train_rows if rows is None else rows
@@ -97,10 +108,12 @@ def load_classifier_data(config: DataConfig, chat: bool) -> ClassifierData:
     return ClassifierData(spec, prompter, chat, tuple(window), tuple(eval_rows))
 
 
-def sft_example(prompt: RenderedPrompt, chat: bool) -> Example:
+def sft_example(prompt: RenderedPrompt, chat: bool, answer: str | None = None) -> Example:
+    """The prompt and its completion: the gold label (``answer``: this text instead)."""
+    target = prompt.target if answer is None else answer
     if chat:
-        return {"prompt": prompt.messages(), "completion": [{"role": "assistant", "content": prompt.target}]}
-    return {"prompt": prompt.prompt, "completion": prompt.completion}
+        return {"prompt": prompt.messages(), "completion": [{"role": "assistant", "content": target}]}
+    return {"prompt": prompt.prompt, "completion": prompt.completion if answer is None else " " + answer}
 
 
 def grpo_example(prompt: RenderedPrompt, doc_id: str, chat: bool) -> Example:

@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from genclf_harness.training.config import DataConfig, EvalConfig, ModelConfig, to_dict
 from genclf_harness.training.recipe_cli import add_resume_argument, load_recipe_config
@@ -53,11 +53,40 @@ class SFTTrainConfig(TrainerSection):
 
 
 @dataclass
+class SFTDataConfig(DataConfig):
+    """The data section, plus what the model is taught to answer (`targets`)."""
+
+    targets: Literal["label", "onehot", "augmented"] = field(
+        default="label",
+        metadata={"help": "label: the gold label word. onehot: UniPredict's answer 'class 0: 1.0; class 1: 0.0.'. "
+                          "augmented: UniPredict's target augmentation, 'class 0: 0.83; class 1: 0.17.', the class "
+                          "probabilities of a teacher (gradient boosting + isotonic calibration) fitted on the training "
+                          "split of a tabular data set. onehot/augmented models are evaluated by reading the answer as "
+                          "a distribution (genclf_harness.training.teacher)."},
+    )
+    teacher_seed: int = field(default=0, metadata={"help": "Seed of the teacher's trees and folds (augmented)."})
+
+    def check(self) -> None:
+        super().check()
+        if self.targets == "augmented":
+            from genclf_harness.data import DataError
+            from genclf_harness.data.tabular import tabular_spec_of
+
+            try:
+                tspec = tabular_spec_of(self.dataset)
+            except DataError as err:
+                raise ValueError(f"targets: augmented targets need a tabular data set ({err})") from None
+            if self.train_split != tspec.train_split or self.eval_split == self.train_split:
+                raise ValueError(f"targets: augmented targets come from a teacher fitted on the training split "
+                                 f"{tspec.train_split!r}: train on it (train_split) and evaluate elsewhere (eval_split)")
+
+
+@dataclass
 class SFTRecipeConfig:
     """``genclf-train sft``: model, data, trainer and final evaluation sections."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
-    data: DataConfig = field(default_factory=DataConfig)
+    data: SFTDataConfig = field(default_factory=SFTDataConfig)
     train: SFTTrainConfig = field(default_factory=SFTTrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
@@ -104,7 +133,14 @@ def run_sft(
     from trl import SFTConfig, SFTTrainer
 
     from genclf_harness.training.modeling import load_for_training, trainable_summary
-    from genclf_harness.training.records import FIGURES_FILE, RECORD_FILE, JsonlLogCallback, versions, write_json
+    from genclf_harness.training.records import (
+        FIGURES_FILE,
+        RECORD_FILE,
+        JsonlLogCallback,
+        save_once,
+        versions,
+        write_json,
+    )
 
     started = time.perf_counter()
     train = config.train
@@ -129,20 +165,21 @@ def run_sft(
     if resume:
         logger.info("Resuming from %s", resume)
     outcome = trainer.train(resume_from_checkpoint=resume)
-    trainer.save_model(str(output_dir))
-    tokenizer.save_pretrained(str(output_dir))
+    metrics = dict(outcome.metrics)
+    if not save_once(trainer, tokenizer, output_dir):
+        return TrainResult(output_dir, metrics, {}, time.perf_counter() - started, trainer.model, tokenizer)
     train_seconds = time.perf_counter() - started
 
     figures: dict[str, Any] = {}
     if eval_fn is not None:
         figures = dict(eval_fn(trainer.model, tokenizer))
         write_json(output_dir / FIGURES_FILE, figures)
-    metrics = dict(outcome.metrics)
     seconds = time.perf_counter() - started
     write_json(output_dir / RECORD_FILE, {
         "recipe": recipe,
         **(dict(record) if record else {"config": _config_dict(config)}),
         "examples": len(rows),
+        "world_size": int(trainer.args.world_size),
         "train_metrics": metrics,
         "train_seconds": round(train_seconds, 1),
         "seconds": round(seconds, 1),
@@ -233,9 +270,18 @@ def train_classifier(config: SFTRecipeConfig, config_path: str | None = None) ->
     logger.info("%s, strategy %s, %s: %d training rows, %d evaluation rows", data.spec.name,
                 data.prompter.strategy.name, "chat template" if chat else "plain text",
                 len(data.train_rows), len(data.eval_rows))
+    targets = getattr(config.data, "targets", "label")
+    if targets == "label":
+        examples, eval_fn = data.sft_examples(), classifier_eval_fn(data, config.eval)
+    else:  # UniPredict's distribution answers (genclf_harness.training.teacher)
+        from genclf_harness.training.teacher import distribution_eval_fn, distribution_targets
+
+        answers = distribution_targets(targets, data.spec.name, data.train_rows,
+                                       seed=getattr(config.data, "teacher_seed", 0))
+        examples, eval_fn = data.sft_examples(answers=answers), distribution_eval_fn(data, config.eval)
     return run_sft(
         config,
-        data.sft_examples(),
-        eval_fn=classifier_eval_fn(data, config.eval),
+        examples,
+        eval_fn=eval_fn,
         record={"config": to_dict(config), "config_file": config_path, "chat_template": chat},
     )
