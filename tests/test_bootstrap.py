@@ -36,9 +36,9 @@ def test_stderr_equals_a_plain_bootstrap_with_the_same_seed():
         plain_acc.append(sum(int(np.argmax(scores[i]) == gold[i]) for i in sample) / len(sample))
     items = items_of(scores, gold)
     assert metrics.bootstrap_stderr("acc", items, 200) == pytest.approx(np.std(plain_acc, ddof=1), rel=1e-12)
-    assert metrics.bootstrap_stderr("f1_macro_bc", items, 200) == pytest.approx(np.std(plain_f1, ddof=1), rel=1e-12)
+    assert metrics.bootstrap_stderr("macro_f1_bc", items, 200) == pytest.approx(np.std(plain_f1, ddof=1), rel=1e-12)
     # seeded: the same call gives the same value
-    assert metrics.bootstrap_stderr("f1_macro_bc", items, 50) == metrics.bootstrap_stderr("f1_macro_bc", items, 50)
+    assert metrics.bootstrap_stderr("macro_f1_bc", items, 50) == metrics.bootstrap_stderr("macro_f1_bc", items, 50)
 
 
 def test_refitting_inside_resamples_counts_the_calibrations_own_variance():
@@ -126,14 +126,14 @@ def test_the_stderr_bootstrap_records_calibrated_minus_raw_for_the_manifest_and_
     assert f"| bc | {entry['delta']:+.3f} [{entry['low']:+.3f}, {entry['high']:+.3f}] |" in text
 
 
-@pytest.mark.parametrize("metric", ["acc", "f1_macro", "ece", "brier", "nll", "majority_share"])
+@pytest.mark.parametrize("metric", ["acc", "macro_f1", "ece_width15", "brier", "gold_nll", "majority_share"])
 def test_the_vectorised_bootstrap_equals_one_resample_at_a_time(metric):
     """Raw metrics are bootstrapped all resamples at once (multiplicity rows); the values equal the
     metric computed on each resample in turn, including resamples that miss a class."""
     scores, gold = biased_scores(n=40, k=4, seed=2)
     indices = cal.resample_indices(len(gold), 300, seed=7)
-    compute = {"acc": cal.accuracy, "f1_macro": cal.macro_f1, "ece": cal.expected_calibration_error,
-               "brier": cal.brier_score, "nll": cal.negative_log_likelihood,
+    compute = {"acc": cal.accuracy, "macro_f1": cal.macro_f1, "ece_width15": cal.expected_calibration_error,
+               "brier": cal.brier_score, "gold_nll": cal.negative_log_likelihood,
                "majority_share": lambda s, _g: cal.majority_share(s)}[metric]
     slow = np.array([compute(scores[i], gold[i]) for i in indices])
     fast = cal.resampled_metric(metric, scores, gold, indices)

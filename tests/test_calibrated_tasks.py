@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +26,7 @@ def _task(name: str):
 
 def test_metric_names_parse() -> None:
     assert split_metric_name("acc") == ("acc", None)
-    assert split_metric_name("f1_macro_prior_em") == ("f1_macro", "prior_em")
+    assert split_metric_name("macro_f1_prior_em") == ("macro_f1", "prior_em")
     assert split_metric_name("majority_share_dcpmi") == ("majority_share", "dcpmi")
     with pytest.raises(AttributeError, match="not a genclf metric"):
         split_metric_name("acc_platt")
@@ -88,7 +90,7 @@ def test_calibration_lifts_macro_f1_on_a_biased_task(tmp_path: Path) -> None:
     # The default model calls most reviews one thing; prior matching evens out the predictions.
     assert sst2["majority_share,none"] > 0.75
     assert sst2["majority_share_prior,none"] < 0.65
-    assert sst2["f1_macro_prior,none"] > sst2["f1_macro,none"] + 0.05
+    assert sst2["macro_f1_prior,none"] > sst2["macro_f1,none"] + 0.05
     fits = results["genclf_manifest"]["tasks"]["genclf_sst2"]["calibration"]
     assert set(fits) >= {"prior", "prior_em", "bc", "cc", "dcpmi", "pmi"}
     assert fits["prior"]["params"]["max_marginal_error"] < 1e-6
@@ -115,7 +117,7 @@ def test_calibration_lifts_macro_f1_on_a_biased_task(tmp_path: Path) -> None:
     np.testing.assert_allclose(np.array(samples[0]["genclf"]["probs"]["prior_ind"]),
                                np.exp(fitted.apply(lls[:1]))[0], atol=1e-6)
     # fitted on other documents, the offsets still remove most of the label bias
-    assert sst2["f1_macro_prior_ind,none"] > sst2["f1_macro,none"]
+    assert sst2["macro_f1_prior_ind,none"] > sst2["macro_f1,none"]
 
     # Error bars (lm-eval's default --bootstrap_iters): lm-eval's own for acc (a mean), and for the
     # genclf metrics a plain bootstrap over the documents in id order, 1,000 resamples for a
@@ -126,25 +128,20 @@ def test_calibration_lifts_macro_f1_on_a_biased_task(tmp_path: Path) -> None:
     assert sst2["acc_stderr,none"] == pytest.approx(np.std(correct, ddof=1) / np.sqrt(120), rel=1e-9)
     indices = np.random.default_rng(1234).integers(0, 120, size=(1000, 120))
     raw_f1 = [calibration.macro_f1(calibration.normalize(lls[i]), gold[i]) for i in indices]
-    assert sst2["f1_macro_stderr,none"] == pytest.approx(np.std(raw_f1, ddof=1), rel=1e-9)
+    assert sst2["macro_f1_stderr,none"] == pytest.approx(np.std(raw_f1, ddof=1), rel=1e-9)
     refit = [np.mean(calibration.fit("prior", lls[i]).apply(lls[i]).argmax(axis=1) == gold[i]) for i in indices[:100]]
     assert sst2["acc_prior_stderr,none"] == pytest.approx(np.std(refit, ddof=1), rel=1e-9)
     assert all(isinstance(sst2[key], float) for key in sst2 if key.endswith("_stderr,none"))
 
 
-@pytest.mark.slow
-def test_data_parallel_ranks_share_the_work_and_give_one_process_results(tmp_path: Path,
-                                                                        default_model_dir: Path) -> None:
-    """Two CPU ranks (gloo) each score only their share of the documents, and the gathered results
-    (every calibrated metric and its stderr, every document's label log-likelihoods, fp32) equal
-    one process's. (The anchor's extra contexts are scored once per rank.)"""
+def _one_and_two_ranks(tmp_path: Path, tasks: str, limit: int, batch: str = "8") -> dict:
+    """genclf-eval with one process and with two CPU ranks (gloo); each run's stderr and results."""
     import os
-    import re
     import subprocess
     import sys
 
-    args = ["--model", "genclf-hf", "--model_args", "pretrained=default,dtype=float32", "--tasks", "genclf_cb",
-            "--limit", "12", "--batch_size", "8", "--log_samples"]
+    args = ["--model", "genclf-hf", "--model_args", "pretrained=default,dtype=float32", "--tasks", tasks,
+            "--limit", str(limit), "--batch_size", batch, "--log_samples"]
     # accelerate launch --cpu starts ONE process whatever --num_processes says; torchrun starts two,
     # and ACCELERATE_USE_CPU makes accelerate's state MULTI_CPU (gloo)
     launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "genclf_harness.cli.eval"]
@@ -155,24 +152,88 @@ def test_data_parallel_ranks_share_the_work_and_give_one_process_results(tmp_pat
     one = subprocess.run([sys.executable, "-m", "genclf_harness.cli.eval", *args, "--output_path", str(tmp_path / "one")],
                          timeout=900, capture_output=True, text=True)
     assert one.returncode == 0, one.stderr[-3000:]
-
-    shares = {int(rank): int(count) for rank, count in
-              re.findall(r"genclf-hf rank (\d)/2 scored (\d+) documents", two.stderr)}
-    assert shares == {0: 6, 1: 6}, two.stderr[-3000:]  # each rank its half of the 12 documents
     runs = {}
-    for name in ("one", "two"):
+    for name, done in (("one", one), ("two", two)):
         results = json.loads(next((tmp_path / name).rglob("results_*.json")).read_text())
-        samples = [json.loads(line) for line in next((tmp_path / name).rglob("samples_genclf_cb_*.jsonl"))
-                   .read_text().splitlines()]
-        runs[name] = (results, {s["doc"]["id"]: s["genclf"]["label_loglikelihoods"] for s in samples})
-    (one_results, one_lls), (two_results, two_lls) = runs["one"], runs["two"]
+        samples = {path.name.removeprefix("samples_").rsplit("_", 1)[0]: [json.loads(line) for line in
+                                                                          path.read_text().splitlines()]
+                   for path in (tmp_path / name).rglob("samples_*.jsonl")}
+        runs[name] = {"stderr": done.stderr, "results": results, "samples": samples}
+    return runs
+
+
+def _shares(stderr: str) -> dict[int, int]:
+    import re
+
+    return {int(rank): int(count) for rank, count in re.findall(r"genclf-hf rank (\d)/2 scored (\d+) documents", stderr)}
+
+
+def _same_metrics(one: dict, two: dict) -> None:
+    """Every float of one run's task results in the other's (NaN where NaN), to 1e-6."""
+    for key, value in one.items():
+        if isinstance(value, float):
+            if math.isnan(value):
+                assert math.isnan(two[key]), key
+            else:
+                assert two[key] == pytest.approx(value, abs=1e-6), key
+
+
+@pytest.mark.slow
+def test_data_parallel_ranks_share_the_work_and_give_one_process_results(tmp_path: Path,
+                                                                        default_model_dir: Path) -> None:
+    """Two CPU ranks (gloo) each score only their share of the documents, and the gathered results
+    (every calibrated metric and its stderr, every document's label log-likelihoods, fp32) equal
+    one process's. (The anchor's extra contexts are scored once per rank.)"""
+    runs = _one_and_two_ranks(tmp_path, "genclf_cb", 12)
+    assert _shares(runs["two"]["stderr"]) == {0: 6, 1: 6}, runs["two"]["stderr"][-3000:]  # each rank its half
+    lls = {name: {s["doc"]["id"]: s["genclf"]["label_loglikelihoods"] for s in run["samples"]["genclf_cb"]}
+           for name, run in runs.items()}
+    one_results, two_results = runs["one"]["results"], runs["two"]["results"]
     assert two_results["genclf_manifest"]["model"]["world_size"] == 2
     assert one_results["genclf_manifest"]["model"].get("world_size", 1) == 1
-    assert sorted(two_lls) == sorted(one_lls) and len(one_lls) == 12
-    for doc_id, values in one_lls.items():
-        np.testing.assert_allclose(two_lls[doc_id], values, atol=1e-4)
-    one_cb, two_cb = one_results["results"]["genclf_cb"], two_results["results"]["genclf_cb"]
-    assert two_cb["sample_len"] == 12
-    for key, value in one_cb.items():
-        if isinstance(value, float):
-            assert two_cb[key] == pytest.approx(value, abs=1e-6), key
+    assert sorted(lls["two"]) == sorted(lls["one"]) and len(lls["one"]) == 12
+    for doc_id, values in lls["one"].items():
+        np.testing.assert_allclose(lls["two"][doc_id], values, atol=1e-4)
+    assert two_results["results"]["genclf_cb"]["sample_len"] == 12
+    _same_metrics(one_results["results"]["genclf_cb"], two_results["results"]["genclf_cb"])
+
+
+@pytest.mark.slow
+def test_data_parallel_stepwise_and_pairwise_tasks_equal_one_process(tmp_path: Path, default_model_dir: Path) -> None:
+    """The corpus-level verifier tasks (ProcessBench's F1 over solutions, LLMBar's positional
+    consistency over both orders) under two ranks: each rank scored its half of the documents and
+    the gathered metrics are one process's."""
+    tasks = ["genclf_processbench_gsm8k", "genclf_llmbar_pairwise"]
+    runs = _one_and_two_ranks(tmp_path, ",".join(tasks), 6, batch="4")
+    assert _shares(runs["two"]["stderr"]) == {0: 6, 1: 6}, runs["two"]["stderr"][-3000:]  # 3 + 3 of each task
+    for task in tasks:
+        one, two = (runs[name]["results"]["results"][task] for name in ("one", "two"))
+        assert len(runs["two"]["samples"][task]) == len(runs["one"]["samples"][task]) == 6
+        _same_metrics(one, two)
+        assert any(isinstance(v, float) and not math.isnan(v) for k, v in one.items() if "stderr" not in k)
+
+
+@pytest.mark.slow
+def test_ranks_that_disagree_on_the_tasks_stop_before_scoring(tmp_path: Path) -> None:
+    """Two CPU ranks given different --tasks (rank 0 SST-2, rank 1 CB): lm-eval would wait for ever
+    at its gather; genclf-eval stops both ranks before any scoring, with one line naming both lists,
+    and writes no results."""
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "ranks.py"
+    script.write_text(
+        "import os, sys\n"
+        "from genclf_harness.cli.eval import main\n"
+        "task = 'genclf_sst2' if os.environ['RANK'] == '0' else 'genclf_cb'\n"
+        f"sys.exit(main(['--model', 'genclf-hf', '--model_args', 'pretrained=default,dtype=float32', '--tasks', task,"
+        f" '--limit', '4', '--output_path', {str(tmp_path / 'out')!r}]))\n")
+    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(script)],
+                          timeout=600, capture_output=True, text=True, env=env)
+    assert done.returncode != 0
+    assert "genclf-eval: the ranks disagree on the tasks to evaluate: rank 0 has genclf_sst2, rank 1 has genclf_cb" \
+        in done.stderr, done.stderr[-3000:]
+    assert not re.search(r"genclf-hf rank \d/2 scored", done.stderr)  # neither rank scored anything
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").rglob("results_*.json"))

@@ -312,7 +312,7 @@ def test_side_inputs_with_the_wrong_shape_are_refused():
 
 
 def test_registry_names_every_method_and_fit_dispatches():
-    assert set(METHODS) == {"prior", "prior_em", "bc", "cc", "dcpmi", "pmi", "bcts_em", "bbse"}
+    assert set(METHODS) == {"prior", "prior_em", "bc", "cc", "dcpmi", "pmi", "bcts_em", "bbse", "ts"}
     assert set(METHOD_INPUTS) == set(METHODS)
     scores = _biased_scores(100, 3, seed=10)
     side_inputs = {

@@ -113,7 +113,7 @@ def test_channel_task_reports_raw_and_calibrated_metrics_of_the_channel_scores(c
     manifest = results["genclf_manifest"]["tasks"]["genclf_sst2_channel"]
     assert manifest["strategy"]["direction"] == "channel" and manifest["prompt"]["target_delimiter"] == "\n"
     assert "acc_dcpmi,none" not in row and "acc_pmi,none" not in row  # no channel counterpart
-    for metric in ("acc", "acc_cc", "acc_prior", "acc_bc", "acc_auto", "acc_prior_ind", "f1_macro_prior_train"):
+    for metric in ("acc", "acc_cc", "acc_prior", "acc_bc", "acc_auto", "acc_prior_ind", "macro_f1_prior_train"):
         assert isinstance(row[f"{metric},none"], float), metric
     gold = load_split("sst2", "test")
     by_id = {str(r["id"]): r["label"] for r in gold}

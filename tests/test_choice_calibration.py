@@ -104,7 +104,7 @@ def test_every_subtask_gets_calibrated_metrics_beside_its_own(runs) -> None:
     for task in ("lettered_agnews", "trec_options"):
         ours, theirs = results["results"][task], stock["results"][task]
         assert ours["acc,none"] == theirs["acc,none"]  # the task's own metric is lm-eval's, untouched
-        for metric in ("f1_macro", "ece", "acc_prior", "acc_bc", "f1_macro_prior", "majority_share_prior",
+        for metric in ("macro_f1", "ece_width15", "acc_prior", "acc_bc", "macro_f1_prior", "majority_share_prior",
                        "acc_auto"):
             assert isinstance(ours[f"{metric},none"], float), (task, metric)
         assert "acc_prior,none" not in theirs  # nothing is added without --calibrate
@@ -143,7 +143,7 @@ def test_calibrated_metrics_equal_an_offline_recomputation(runs) -> None:
     for method in ("prior", "bc"):
         fitted = cal.fit(method, scores).apply(scores)
         assert reported[f"acc_{method},none"] == pytest.approx(cal.accuracy(fitted, gold), abs=1e-9)
-        assert reported[f"f1_macro_{method},none"] == pytest.approx(cal.macro_f1(fitted, gold), abs=1e-9)
+        assert reported[f"macro_f1_{method},none"] == pytest.approx(cal.macro_f1(fitted, gold), abs=1e-9)
     assert reported["majority_share,none"] == pytest.approx(raw_share)
     assert reported["majority_share_prior,none"] <= raw_share  # prior matching spreads the letters
     # the split-based methods, from the anchor's rows: the dev documents prompted and scored as the

@@ -6,13 +6,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import zipfile
 from pathlib import Path
 
 import pytest
 
 from genclf_harness.cli.eval import main as genclf_eval
-from genclf_harness.cli.eval import rewrite_default_model
+from genclf_harness.backends.default_model import resolve_model_args
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -42,11 +41,13 @@ def test_registration_is_idempotent_and_keeps_stock_models() -> None:
     assert issubclass(genclf_hf, HFLM) and genclf_hf is not HFLM
 
 
-def test_rewrite_default_model_only_touches_pretrained_default(default_model_dir: Path) -> None:
-    argv = ["--model", "hf", "--model_args", "dtype=float32,pretrained=default", "--tasks", "x"]
-    assert rewrite_default_model(argv)[3] == f"dtype=float32,pretrained={default_model_dir}"
-    untouched = ["--model_args", "pretrained=defaultish,peft=default"]
-    assert rewrite_default_model(untouched) == untouched
+def test_resolve_model_args_only_touches_pretrained_default(default_model_dir: Path) -> None:
+    assert resolve_model_args("dtype=float32,pretrained=default") == f"dtype=float32,pretrained={default_model_dir}"
+    assert resolve_model_args({"pretrained": "default", "dtype": "float32"}) == {
+        "pretrained": str(default_model_dir), "dtype": "float32"}
+    assert json.loads(resolve_model_args('{"pretrained": "default"}')) == {"pretrained": str(default_model_dir)}
+    for untouched in ("pretrained=defaultish,peft=default", {"peft": "default"}, '{"pretrained": "default2"}', None):
+        assert resolve_model_args(untouched) == untouched
 
 
 def test_genclf_eval_then_stock_hf_in_one_process(tmp_path: Path, default_model_dir: Path) -> None:
@@ -80,7 +81,7 @@ def test_user_include_path_still_works(tmp_path: Path, default_model_dir: Path) 
     own.mkdir()
     (own / "my_sst2.yaml").write_text(
         "task: my_sst2\ninclude: "
-        + str(REPO / "tasks" / "classification" / "_classification_template_yaml")
+        + str(REPO / "genclf_harness" / "tasks" / "classification" / "_classification_template_yaml")
         + "\ndataset_kwargs:\n  dataset: sst2\ntest_split: validation\n"
     )
     genclf_eval(["--model", "hf", "--model_args", "pretrained=default", "--tasks", "my_sst2,genclf_trec",
@@ -161,17 +162,3 @@ def test_two_first_runs_at_once_leave_one_complete_model(tmp_path: Path) -> None
     models = tmp_path / "models"
     assert [p.name for p in models.iterdir()] == [Path(outs[0]).name], "a temporary folder was left behind"
     assert (Path(outs[0]) / "model.safetensors").is_file() and (Path(outs[0]) / "genclf_model.json").is_file()
-
-
-@pytest.mark.slow
-def test_wheel_ships_tasks_and_configs(tmp_path: Path) -> None:
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(REPO)], check=True)
-    (wheel,) = tmp_path.glob("genclf_harness-*.whl")
-    names = set(zipfile.ZipFile(wheel).namelist())
-    assert "genclf_harness/_resources/tasks/classification/genclf_sst2.yaml" in names
-    assert "genclf_harness/_resources/tasks/classification/_classification_template_yaml" in names
-    entry_points = zipfile.ZipFile(wheel).read(
-        next(n for n in names if n.endswith("entry_points.txt"))).decode()
-    assert "genclf-eval = genclf_harness.cli.eval:main" in entry_points
-    assert "[lm_eval.models]" in entry_points
-    assert "genclf-vllm = genclf_harness.harness.vllm_model:GenclfVLLM" in entry_points

@@ -59,7 +59,7 @@ def test_prior_train_matches_the_training_label_distribution(data_dir: Path, tmp
     np.testing.assert_allclose(probs.mean(axis=0), target, atol=1e-5)  # the training prior, not 50/50
     uniform = np.array([s["genclf"]["probs"]["prior"] for s in samples])
     np.testing.assert_allclose(uniform.mean(axis=0), [0.5, 0.5], atol=1e-5)
-    assert "acc_prior_train_ind,none" in task and "f1_macro_prior_train,none" in task
+    assert "acc_prior_train_ind,none" in task and "macro_f1_prior_train,none" in task
     fits = results["genclf_manifest"]["tasks"]["genclf_skewed_sst2"]["calibration"]
     assert "training-split label counts [160, 40]" in json.dumps(fits["prior_train"])
     # the recommended column is prior_train here, and says so

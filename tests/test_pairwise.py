@@ -309,7 +309,7 @@ def test_dpo_pairs_are_seeded_ranked_and_accepted_by_trl(tmp_path, scorer, model
     from trl.data_utils import is_conversational, maybe_apply_chat_template
 
     from genclf_harness.backends.generation import HFGenerator
-    from genclf_harness.verifiers.pairwise.dpo_pairs import DPOBuildSettings, build_dpo_pairs, read_prompts, write_jsonl
+    from genclf_harness.verifiers.pairwise.dpo_pairs import DPOBuildSettings, build_dpo_pairs, write_jsonl
 
     model, tokenizer = model_and_tokenizer
     prompts = ["Name a fruit that is yellow.", "Give one word that rhymes with cat.", "What is 2 + 3?"]

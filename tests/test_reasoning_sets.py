@@ -175,5 +175,5 @@ def test_best_of_n_candidates_and_verifier_figures_match_gsm8k(root, default_mod
                                  metadata={"data_dir": str(root), "num_problems": 3}),
         device="cpu", batch_size=8,
     )["results"]
-    for metric in ("acc,none", "balanced_acc,none", "auroc,none"):
+    for metric in ("acc,none", "acc_balanced,none", "auroc,none"):
         assert results["genclf_mymath_verify"][metric] == results["genclf_gsm8k_verify"][metric]

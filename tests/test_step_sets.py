@@ -139,7 +139,7 @@ def test_tasks_are_written_for_every_split_and_the_group(root, tmp_path_factory)
     assert sorted(written) == ["genclf_mysteps_test", "genclf_processbench", "genclf_processbench_olympiadbench"]
     group = yaml.safe_load((out / "genclf_processbench.yaml").read_text())
     assert group["task"] == ["genclf_processbench_gsm8k", "genclf_processbench_olympiadbench"]
-    assert {m["metric"]: m["weight_by_size"] for m in group["aggregate_metric_list"]}["f1"] is False
+    assert {m["metric"]: m["weight_by_size"] for m in group["aggregate_metric_list"]}["step_f1"] is False
     task = (out / "genclf_mysteps_test.yaml").read_text()
     assert "dataset: mysteps\n  split: test\n" in task and "_step_task_template_yaml" in task
     with pytest.raises(DataError, match=r"task genclf_processbench_omnimath: .* has no split 'omnimath'"):
@@ -196,11 +196,11 @@ def test_group_and_renamed_folder_give_the_built_in_figures(root, default_model_
     )["results"]
     built_in, other, mapped = (results[f"genclf_{t}"] for t in ("processbench_gsm8k", "processbench_olympiadbench",
                                                                  "mysteps_test"))
-    for metric in ("acc_erroneous", "acc_correct", "f1", "f1_oracle"):
+    for metric in ("acc_erroneous", "acc_correct", "step_f1", "step_f1_oracle"):
         assert mapped[f"{metric},none"] == built_in[f"{metric},none"]
         mean = (built_in[f"{metric},none"] + other[f"{metric},none"]) / 2
         assert results["genclf_processbench"][f"{metric},none"] == pytest.approx(mean)
-    assert all(0.0 <= built_in[f"{m},none"] <= 1.0 for m in ("acc_erroneous", "acc_correct", "f1", "f1_oracle"))
+    assert all(0.0 <= built_in[f"{m},none"] <= 1.0 for m in ("acc_erroneous", "acc_correct", "step_f1", "step_f1_oracle"))
 
 
 def test_stepwiser_data_section_reads_a_step_folder(root, monkeypatch):

@@ -143,7 +143,7 @@ def test_processbench_task_functions():
     doc = {"id": "s", "num_steps": 3, "label": 1, "threshold": 0.5}
     # (log P(Yes), log P(No)) per step: P(Yes) = 0.73, 0.27, 0.5
     results = [(-1.0, False), (-2.0, False), (-2.0, False), (-1.0, False), (-1.5, False), (-1.5, False)]
-    item = pb.process_solution(doc, results)["f1"]
+    item = pb.process_solution(doc, results)["step_f1"]
     assert item.predicted == 1 and item.p_yes[0] == pytest.approx(1 / (1 + math.exp(-1)))
     assert pb.acc_erroneous([item]) == 1.0 and math.isnan(pb.acc_correct([item]))
     with pytest.raises(ValueError, match="4 results for 3 steps"):
@@ -233,7 +233,7 @@ def test_processbench_task_runs_in_lm_eval_and_matches_the_judge(judge, default_
     doc = sample["doc"]
     assert len(sample["resps"]) == 2 * doc["num_steps"]  # one Yes/No pair per step of the one solution
     ours = judge.judge([doc["problem"]], [doc["steps"]])[0]
-    item = sample["f1"]
+    item = sample["step_f1"]
     lm_eval_scores = item[3] if isinstance(item, (list, tuple)) else item["p_yes"]
     assert list(lm_eval_scores) == pytest.approx(list(ours.scores), abs=1e-4)
     expected = processbench_scores([ours.first_error], [doc["label"]])

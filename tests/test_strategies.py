@@ -20,7 +20,7 @@ from genclf_harness.harness.tasks import load_classification, strategy_task_name
 from genclf_harness.prompts import CHANNEL_STRATEGIES, SWEEP_STRATEGIES, ClassificationPrompt, PromptStrategy  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-STRATEGY_TASKS = REPO / "tasks" / "strategies"
+STRATEGY_TASKS = REPO / "genclf_harness" / "tasks" / "strategies"
 
 
 def _generator():
@@ -157,7 +157,7 @@ def _doc(strategy: str, gold: int = 1) -> dict:
 
 
 def test_uncertain_scored_metrics() -> None:
-    from genclf_harness.harness.strategy_metrics import acc_covered, f1_macro, process_results_uncertain
+    from genclf_harness.harness.strategy_metrics import acc_covered, macro_f1, process_results_uncertain
 
     doc = _doc("unc")
     sure = process_results_uncertain(doc, [(-3.0, False), (-1.0, True), (-2.0, False)])
@@ -169,12 +169,12 @@ def test_uncertain_scored_metrics() -> None:
     assert acc_covered(items) == 0.5  # 1 right of 2 covered
     assert math.isnan(acc_covered([unsure["acc_covered"]]))
     # gold 1,1,0; predictions 1, uncertain, 1: class 1 F1 = 2/(2+2)=0.5, class 0 F1 = 0
-    assert f1_macro(items) == pytest.approx(0.25)
+    assert macro_f1(items) == pytest.approx(0.25)
 
 
 def test_generative_metrics_count_unparseable() -> None:
     from genclf_harness.harness.strategy_metrics import (
-        f1_macro,
+        macro_f1,
         process_results_generative,
         process_results_generative_uncertain,
     )
@@ -184,7 +184,7 @@ def test_generative_metrics_count_unparseable() -> None:
     unreadable = process_results_generative(doc, [" I think it's great"])
     assert (right["acc"], right["unparseable"]) == (1.0, 0.0)
     assert (unreadable["acc"], unreadable["unparseable"]) == (0.0, 1.0)
-    assert f1_macro([right["f1_macro"], unreadable["f1_macro"]]) == pytest.approx(2 / 3)
+    assert macro_f1([right["macro_f1"], unreadable["macro_f1"]]) == pytest.approx(2 / 3)
     numeric = process_results_generative(_doc("num"), ["2"])
     assert numeric["acc"] == 1.0
     unsure = process_results_generative_uncertain(_doc("unc"), ["uncertain"])

@@ -21,6 +21,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +83,30 @@ def is_default(pretrained: object) -> bool:
 def resolve_pretrained(pretrained: object) -> object:
     """Map ``None`` or ``"default"`` to the converted default model's folder; pass anything else on."""
     return str(ensure_default_model()) if is_default(pretrained) else pretrained
+
+
+def resolve_model_args(model_args: Any) -> Any:
+    """Model arguments in any form lm-eval takes them (a dict, ``k=v,k=v`` text, a JSON object as
+    text) with ``pretrained=default`` replaced by the default model's folder (converted on first
+    use); anything else, including arguments without that key, as given."""
+    if isinstance(model_args, dict):
+        value = model_args.get("pretrained")
+        return {**model_args, "pretrained": str(ensure_default_model())} if value == DEFAULT_MODEL_ALIAS else model_args
+    if not isinstance(model_args, str) or DEFAULT_MODEL_ALIAS not in model_args:
+        return model_args
+    text = model_args.strip()
+    if text.startswith("{"):
+        try:
+            parsed = json.loads(text)
+        except ValueError:
+            return model_args  # lm-eval names the bad JSON itself
+        return json.dumps(resolve_model_args(parsed)) if isinstance(parsed, dict) else model_args
+    parts = text.split(",")
+    for index, part in enumerate(parts):
+        key, sep, value = part.partition("=")
+        if sep and key.strip() == "pretrained" and value.strip() == DEFAULT_MODEL_ALIAS:
+            parts[index] = f"pretrained={ensure_default_model()}"
+    return ",".join(parts)
 
 
 def ensure_default_model() -> Path:

@@ -17,6 +17,14 @@ def pretrained_problem(pretrained: str) -> str | None:
     """What is wrong with ``pretrained`` (a phrase to follow its name), or None when it may load."""
     if is_default(pretrained):
         return None
+    from genclf_harness.backends.mlm import MINILM_ALIAS, minilm_dir
+
+    if pretrained == MINILM_ALIAS:  # the packaged MiniLM encoder (genclf-mlm, genclf-nli, genclf-train atp)
+        try:
+            minilm_dir()
+        except ValueError as err:
+            return str(err)
+        return None
     path = Path(pretrained).expanduser()
     looks_local = path.exists() or pretrained.startswith((".", "/", "~")) or pretrained.count("/") > 1
     if path.is_file():
@@ -27,10 +35,28 @@ def pretrained_problem(pretrained: str) -> str | None:
         return None
     if looks_local:
         return "no such folder"
+    alias = _near_alias(pretrained)
+    if alias is not None:
+        return ("is not a model folder, and genclf-harness knows two aliases: 'default' (the embedded "
+                f"SmolLM2-135M-Instruct) and 'minilm' (the packaged MiniLM-L6 encoder); did you mean pretrained={alias}?")
     if hub_offline() and cached_config(pretrained) is None:
         return ("not in the local hub cache, and HF_HUB_OFFLINE=1 forbids downloading it (unset it, or give a "
                 "local model folder)")
     return None
+
+
+def _near_alias(pretrained: str) -> str | None:
+    """The alias ``pretrained`` looks like a misspelling of (``Default``, ``defualt``, ``MiniLM``)."""
+    import difflib
+
+    from genclf_harness.backends.default_model import DEFAULT_MODEL_ALIAS
+    from genclf_harness.backends.mlm import MINILM_ALIAS
+
+    aliases = [DEFAULT_MODEL_ALIAS, MINILM_ALIAS]
+    if "/" in pretrained or pretrained in aliases:
+        return None
+    close = difflib.get_close_matches(pretrained.lower(), aliases, n=1, cutoff=0.75)
+    return close[0] if close else None
 
 
 def hub_offline() -> bool:

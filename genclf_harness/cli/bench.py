@@ -44,6 +44,18 @@ def _known() -> None:
                         "the channel direction (input given label) vs direct scoring: accuracy, calibration, tokens")
     register_subcommand("bon", "genclf_harness.cli.bench_bon",
                         "best-of-N with a trained generative verifier vs first sample, majority, pass@N")
+    register_subcommand("scaling", "genclf_harness.cli.bench_scaling",
+                        "1 process vs 2 CPU ranks, and a served model (vllm serve) vs in-process vLLM")
+    register_subcommand("conformal", "genclf_harness.cli.bench_conformal",
+                        "conformal label sets per task, raw and calibrated: coverage, set size, singletons")
+    register_subcommand("clm", "genclf_harness.cli.bench_clm",
+                        "Conformal Language Modeling over best-of-N pools: held-out loss, set size, samples drawn")
+    register_subcommand("encoders", "genclf_harness.cli.bench_encoders",
+                        "MiniLM + ATP at its [MASK] slot and the decoder as an NLI judge vs the decoder's label scoring")
+    register_subcommand("probes", "genclf_harness.cli.bench_probes",
+                        "naive Bayes vs logistic regression on frozen LM/MiniLM features: learning curves beside prompting")
+    register_subcommand("tables", "genclf_harness.cli.bench_tables",
+                        "tables as tasks (UniPredict): zero-shot, SFT label vs augmented targets, teacher; acc and log-loss")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -24,7 +24,7 @@ import numpy as np
 
 from genclf_harness.cli.errors import UsageError
 
-DEFAULT_METRICS = "acc,f1_macro,ece,nll,acc_bc,acc_prior"
+DEFAULT_METRICS = "acc,macro_f1,ece_width15,gold_nll,acc_bc,acc_prior"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

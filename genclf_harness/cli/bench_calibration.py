@@ -73,13 +73,13 @@ def run_tasks(args: argparse.Namespace) -> dict[str, Any]:
     import lm_eval
     from lm_eval.tasks import TaskManager
 
-    from genclf_harness.cli.eval import rewrite_default_model
+    from genclf_harness.backends.default_model import resolve_model_args
     from genclf_harness.harness.local_tasks import local_include_path
     from genclf_harness.harness.registry import register
     from genclf_harness.resources import tasks_dir
 
     register()
-    model_args = rewrite_default_model(["--model_args", args.model_args])[1]
+    model_args = resolve_model_args(args.model_args)
     return lm_eval.simple_evaluate(
         model=args.model,
         model_args=model_args,
@@ -185,13 +185,20 @@ def prior_errors(items: list[Any]) -> dict[str, Any]:
     return out
 
 
-def _load_items(path: str) -> dict[str, list[Any]]:
+def load_items(path: str) -> dict[str, list[Any]]:
+    """Scored documents written by ``--save-items``."""
     from genclf_harness.harness.metrics import ScoreItem
 
     with open(path, encoding="utf-8") as handle:
         data = json.load(handle)
     return {task: [ScoreItem(i["doc_id"], i["gold"], tuple(i["lls"]), i["anchor"]) for i in rows]
             for task, rows in data.items()}
+
+
+def save_items(items: dict[str, list[Any]], path: str) -> None:
+    """Keep the scored documents (``--save-items``) for ``--load-items``."""
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump({task: [item._asdict() for item in rows] for task, rows in items.items()}, handle)
 
 
 def parse_shifts(specs: list[str], tasks: list[str] | None) -> dict[str, list[float]]:
@@ -218,10 +225,9 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     tasks = None if args.load_items else [t.strip() for t in args.tasks.split(",") if t.strip()]
     parse_shifts(args.shift, tasks)  # before the model scores anything
-    items = _load_items(args.load_items) if args.load_items else score_tasks(args)
+    items = load_items(args.load_items) if args.load_items else score_tasks(args)
     if args.save_items:
-        with open(args.save_items, "w", encoding="utf-8") as handle:
-            json.dump({task: [item._asdict() for item in rows] for task, rows in items.items()}, handle)
+        save_items(items, args.save_items)
     shifts = {}
     for spec in args.shift:
         task, _, prior = spec.partition("=")

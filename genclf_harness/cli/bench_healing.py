@@ -91,11 +91,11 @@ def judge(cut: Cut, continued: str, words: set[str]) -> dict[str, bool]:
 
 
 def _lm_generate(lm: Any, prompts: list[str], max_gen_toks: int) -> list[str]:
-    from lm_eval.api.instance import Instance
+    from genclf_harness.harness.label_requests import new_instance
 
     gen_kwargs = {"until": ["\n"], "max_gen_toks": max_gen_toks, "do_sample": False}
-    requests = [Instance(request_type="generate_until", doc={}, arguments=(p, dict(gen_kwargs)), idx=0,
-                         metadata=("healing", i, 1)) for i, p in enumerate(prompts)]
+    requests = [new_instance("generate_until", {}, (p, dict(gen_kwargs)), 0, task_name="healing", doc_id=i)
+                for i, p in enumerate(prompts)]
     return [p + text for p, text in zip(prompts, lm.generate_until(requests, disable_tqdm=True), strict=True)]
 
 

@@ -177,12 +177,12 @@ def _split(value: str) -> list[str]:
 def _load_model(args: argparse.Namespace) -> tuple[Any, str, str]:
     from lm_eval.api.registry import get_model
 
-    from genclf_harness.cli.eval import rewrite_default_model
+    from genclf_harness.backends.default_model import resolve_model_args
     from genclf_harness.harness.registry import register
 
     register()
     name = args.model or _default_model_name()
-    model_args = rewrite_default_model(["--model_args", args.model_args])[1]
+    model_args = resolve_model_args(args.model_args)
     extra: dict[str, Any] = {"batch_size": args.batch_size, "device": args.device or _default_device()}
     return get_model(name).create_from_arg_string(model_args, extra), name, model_args
 

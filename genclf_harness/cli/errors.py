@@ -61,6 +61,7 @@ def _known_error_types() -> tuple[type[BaseException], ...]:
                          ("genclf_harness.backends.label_encoding", "LabelEncodingError"),
                          ("genclf_harness.backends.default_model", "DefaultModelError"),
                          ("genclf_harness.report", "ReportError"),
+                         ("genclf_harness.backends.served", "ServedModelError"),
                          ("genclf_harness.verifiers.pairwise.judge", "PreferenceDataError")):
         found = sys.modules.get(module)  # only what was imported can have been raised
         if found is not None and isinstance(getattr(found, name, None), type):

@@ -23,6 +23,8 @@ GENCLF_METADATA_KEYS: dict[str, str] = {
     "inductive_docs": "training documents scored for the *_ind and label-shift metrics (default 100)",
     "threshold": "ProcessBench: the P(correct) below which a step counts as the first error",
     "candidates": "best-of-N tasks: the JSONL file of sampled candidates",
+    "conformal_alpha": "the miscoverage level of the conformal label sets (default 0.1)",
+    "conformal_calibration": "where the conformal sets' calibration documents come from: train (default) or cross_fit",
 }
 """Every task-metadata key a genclf task reads (lm-eval also passes the model's ``pretrained``)."""
 
@@ -86,6 +88,13 @@ def _check_metadata(metadata: Any, tasks: list[str]) -> None:
         value = metadata["inductive_docs"]
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise UsageError(f"--metadata inductive_docs {value!r}: must be a whole number, 0 or more")
+    if "conformal_alpha" in metadata:
+        value = metadata["conformal_alpha"]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
+            raise UsageError(f"--metadata conformal_alpha {value!r}: must be a number between 0 and 1")
+    if metadata.get("conformal_calibration", "train") not in ("train", "cross_fit"):
+        raise UsageError(f"--metadata conformal_calibration {metadata['conformal_calibration']!r}: must be train "
+                         "or cross_fit")
     if "data_dir" in metadata and not Path(str(metadata["data_dir"])).expanduser().is_dir():
         raise UsageError(f"--metadata data_dir {metadata['data_dir']!r}: no such folder")
 

@@ -23,6 +23,9 @@ RECIPES: dict[str, tuple[str, str]] = {
     "stepwiser": ("genclf_harness.training.stepwiser", "GRPO of a stepwise judge on Monte-Carlo step labels"),
     "channel": ("genclf_harness.training.channel",
                 "a classifier in the channel direction: the input given each label (likelihood, unlikelihood, ranking)"),
+    "atp": ("genclf_harness.training.atp",
+            "Answer Token Prediction: a masked LM trained to answer at its [MASK] slot (It's All in The [MASK])"),
+    "nli": ("genclf_harness.training.nli", "an NLI cross-encoder fine-tuned on a data set's entailment pairs (Laurer et al.)"),
 }
 
 
@@ -53,7 +56,28 @@ def run(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if getattr(args, "_missing", False):
         parser.error(f"recipe '{args.recipe}' is not available in this version of genclf-harness")
-    return int(importlib.import_module(args._module).run(args) or 0)
+    joined_before = _in_process_group()
+    try:
+        return int(importlib.import_module(args._module).run(args) or 0)
+    finally:
+        if not joined_before:
+            _leave_process_group()
+
+
+def _in_process_group() -> bool:
+    distributed = sys.modules.get("torch.distributed")
+    return bool(distributed is not None and distributed.is_available() and distributed.is_initialized())
+
+
+def _leave_process_group() -> None:
+    """Under torchrun every rank leaves the process group its training joined before exiting; a rank
+    that exits with gloo's threads still running aborts ("terminate called without an active
+    exception"). A group that existed before the run (an in-process vLLM engine's, a caller's own)
+    is not ours to destroy: destroying it breaks every later engine in the process."""
+    if _in_process_group():
+        import torch.distributed as distributed
+
+        distributed.destroy_process_group()
 
 
 main = console_main("genclf-train", run)

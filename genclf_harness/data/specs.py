@@ -56,6 +56,9 @@ class DatasetSpec:
     """A short definition per label name (written for this project), for prompts that state them."""
     folder: str | None = None
     """The folder a local data set of your own was read from (None for the built-in ones)."""
+    hypothesis_template: str | None = None
+    """An NLI classifier's hypothesis for this data set, ``{}`` standing for the label word (e.g.
+    Laurer's "This example news text is about {}."); None: the classifier's default."""
 
     def __post_init__(self) -> None:
         if len(self.labels) != len(self.label_words):

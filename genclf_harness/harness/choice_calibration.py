@@ -3,8 +3,8 @@
 ``genclf-eval --calibrate ...`` (or :func:`calibrate_choice_tasks` on a task dict) wraps every
 ``output_type: multiple_choice`` task of the run (stock, user-written, given by name, path or
 ``--include_path``, inside groups such as MMLU's) so that, beside its own metrics (its ``acc`` and
-``acc_norm`` are untouched), it reports genclf's: ``f1_macro``, ``ece``, ``brier``, ``nll``,
-``majority_share`` of the raw choice distribution and ``acc``/``f1_macro``/``ece``/
+``acc_norm`` are untouched), it reports genclf's: ``macro_f1``, ``ece_width15``, ``brier``, ``gold_nll``,
+``majority_share`` of the raw choice distribution and ``acc``/``macro_f1``/``ece_width15``/
 ``majority_share`` after each calibration that applies (``<metric>_<method>``), each with its
 bootstrap stderr and, in the manifest, its paired difference from raw. ``--log_samples`` gets the
 per-document choice probabilities (the ``genclf`` field) as for genclf's own tasks.
@@ -56,9 +56,9 @@ logger = logging.getLogger(__name__)
 
 METHODS = ("prior", "prior_em", "bc", "auto")
 """The calibrations computed for an arbitrary multiple-choice task (fitted on its documents' scores)."""
-RAW_METRICS = ("f1_macro", "ece", "brier", "nll", "majority_share")
+RAW_METRICS = ("macro_f1", "ece_width15", "brier", "gold_nll", "majority_share")
 """Raw metrics added beside the task's own (its ``acc`` is lm-eval's and stays lm-eval's)."""
-CALIBRATED_METRICS = ("acc", "f1_macro", "ece", "majority_share")
+CALIBRATED_METRICS = ("acc", "macro_f1", "ece_width15", "majority_share")
 SPLIT_METHODS = ("prior_ind", "prior_em_ind", "bc_ind")
 TRAIN_PRIOR_METHODS = ("prior_train", "prior_train_ind")
 LABEL_SHIFT_METHODS = ("bcts_em", "bbse")
@@ -72,7 +72,7 @@ DEFAULT_INDUCTIVE_DOCS = 100
 INDUCTIVE_SEED = 1234
 ABSENT = -1e4
 """The log-probability of a choice a document does not have (exp underflows to exactly 0)."""
-HIGHER_IS_BETTER = {"acc": True, "f1_macro": True, "ece": False, "brier": False, "nll": False,
+HIGHER_IS_BETTER = {"acc": True, "macro_f1": True, "ece_width15": False, "brier": False, "gold_nll": False,
                     "majority_share": False}
 
 CHOICE_TASKS: dict[str, dict[str, Any]] = {}

@@ -23,6 +23,7 @@ training split's label counts for ``*_prior_train``.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import importlib
 import logging
@@ -34,6 +35,13 @@ from lm_eval.api.instance import Instance
 from lm_eval.api.task import ConfigurableTask
 
 from genclf_harness.data import DataError, get_spec
+from genclf_harness.harness.conformal_metrics import (
+    ALPHA_KEY,
+    DEFAULT_ALPHA,
+    SOURCE_KEY,
+    SOURCES,
+    split_set_metric_name,
+)
 from genclf_harness.harness.metrics import (
     ALL_METHODS,
     ANCHOR_METHODS,
@@ -54,7 +62,7 @@ logger = logging.getLogger(__name__)
 
 
 TEMPLATE_NAME = "classification/_classification_template_yaml"
-"""The shared task template under ``tasks/``: the defaults of every genclf classification task."""
+"""The shared task template under ``genclf_harness/tasks/``: the defaults of every genclf classification task."""
 _SPLIT_KEYS = ("test_split", "training_split", "fewshot_split", "validation_split")
 
 
@@ -170,9 +178,10 @@ class GenclfClassificationTask(ConfigurableTask):
         if extra is None:
             return requests
         self._anchor_built = True
-        metadata = kwargs.get("metadata")
+        # Siblings of the document's own first request (same task, document and repeats), built from
+        # its fields by keyword: lm-eval 0.4.13 keeps them in a metadata tuple, v0.5 in fields.
         return requests + [
-            Instance(request_type="loglikelihood", doc=doc, arguments=args, idx=len(requests) + i, metadata=metadata)
+            dataclasses.replace(requests[0], arguments=args, idx=len(requests) + i, resps=[], filtered_resps={})
             for i, args in enumerate(extra)
         ]
 
@@ -232,7 +241,8 @@ class GenclfClassificationTask(ConfigurableTask):
             raise ValueError(f"{self.config.task}: metadata inductive_docs must be a whole number, not {raw!r}") from None
         if wanted < 0:
             raise ValueError(f"{self.config.task}: metadata inductive_docs must be >= 0, not {wanted}")
-        if wanted == 0 or not any(name.endswith(("_ind", *LABELLED_METHODS)) for name in self._metric_fn_list):
+        if wanted == 0 or not any(name.endswith(("_ind", *LABELLED_METHODS)) or self._conformal_from_train(name)
+                                  for name in self._metric_fn_list):
             return []  # none asked for: the *_ind metrics are left out of the results, nothing is scored
         if not self.has_training_docs() or self.config.training_split == self.config.test_split:
             logger.warning("%s: no training split apart from the evaluated one; the inductive (*_ind) metrics "
@@ -241,6 +251,23 @@ class GenclfClassificationTask(ConfigurableTask):
         docs = self.training_docs()
         chosen = sorted(random.Random(INDUCTIVE_SEED).sample(range(len(docs)), min(wanted, len(docs))))
         return [docs[i] for i in chosen]
+
+    def _conformal_options(self) -> dict[str, Any]:
+        """The conformal sets' task metadata (alpha, where the calibration documents come from),
+        checked: a bad value is an error naming the task before any model work."""
+        metadata = self.config.metadata if isinstance(self.config.metadata, dict) else {}
+        alpha = metadata.get(ALPHA_KEY, DEFAULT_ALPHA)
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 < float(alpha) < 1.0:
+            raise ValueError(f"{self.config.task}: metadata {ALPHA_KEY} must be a number between 0 and 1, not {alpha!r}")
+        source = metadata.get(SOURCE_KEY, "train")
+        if source not in SOURCES:
+            raise ValueError(f"{self.config.task}: metadata {SOURCE_KEY} must be one of {', '.join(SOURCES)}, "
+                             f"not {source!r}")
+        return {ALPHA_KEY: float(alpha), SOURCE_KEY: source}
+
+    def _conformal_from_train(self, name: str) -> bool:
+        """Whether the metric is a conformal set metric calibrated on the training split's documents."""
+        return split_set_metric_name(name) is not None and self._conformal_options()[SOURCE_KEY] == "train"
 
     def _training_label_counts(self) -> list[int] | None:
         """Label counts of the training split (a labelled split apart from the evaluated one), for
@@ -284,6 +311,7 @@ class GenclfClassificationTask(ConfigurableTask):
             rest = list(sections)  # the inductive documents' rows, however many were built
             anchor[INDUCTIVE_SECTION] = [rest[i:i + num_choices] for i in range(0, len(rest), num_choices)]
             anchor[INDUCTIVE_LABELS] = list(self._inductive_labels)
+            anchor.update(self._conformal_options())
             if self._train_counts is not None:
                 anchor[TRAIN_PRIOR_KEY] = list(self._train_counts)
             if self.left_out_methods:

@@ -129,8 +129,8 @@ class GenclfHFLM(HFLM):
         scores = self.label_scores(requests, disable_tqdm)
         if self.world_size > 1:
             documents = len({(request.task_name, request.doc_id) for request in requests})
-            logger.info("genclf-hf rank %d/%d scored %d documents (%d loglikelihood requests)", self.rank,
-                        self.world_size, documents, len(requests))
+            logger.info("genclf-hf rank %d/%d scored %d documents (%d loglikelihood requests, %d tokens fed)",
+                        self.rank, self.world_size, documents, len(requests), self.scorer.last_stats.forwarded_tokens)
         return [(score.logprob, score.is_greedy) for score in scores]
 
     def label_scores(self, requests: list[Instance], disable_tqdm: bool = False) -> list[ContinuationScore]:

@@ -7,6 +7,7 @@ scoring saw at token seams is kept per task in a :class:`SeamRecord`, which the 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,3 +60,16 @@ def score_requests(
             for index in indices:
                 results[index] = score
     return results  # type: ignore[return-value]
+
+
+def new_instance(request_type: str, doc: dict[str, Any], arguments: tuple[Any, ...], idx: int, *, task_name: str,
+                 doc_id: int, repeats: int = 1) -> Any:
+    """An lm-eval ``Instance`` built by keyword only, for any lm-eval from 0.4.13 to v0.5: 0.4.13
+    reads (task_name, doc_id, repeats) from its ``metadata`` tuple, v0.5 takes them as fields (and
+    still unpacks such a tuple); both get them both ways."""
+    from lm_eval.api.instance import Instance
+
+    fields = {f.name for f in dataclasses.fields(Instance) if f.init}
+    named = {"task_name": task_name, "doc_id": doc_id, "repeats": repeats}
+    return Instance(request_type=request_type, doc=doc, arguments=arguments, idx=idx,
+                    metadata=(task_name, doc_id, repeats), **{k: v for k, v in named.items() if k in fields})

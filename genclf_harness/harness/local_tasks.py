@@ -1,6 +1,6 @@
 """lm-eval tasks for local data sets of your own, written for the run that asks for them.
 
-The built-in data sets have their task YAMLs under ``tasks/``; a local data set
+The built-in data sets have their task YAMLs under ``genclf_harness/tasks/``; a local data set
 (``genclf_harness.data.local``) gets the same tasks under the same names when a run asks for them:
 ``genclf_<name>`` (scored, the classification template), ``genclf_<name>_gen``, the strategy tasks
 ``genclf_<name>_<strategy>[_gen]`` and the group ``genclf_<name>_strategies``. ``genclf-eval`` and the
@@ -8,11 +8,11 @@ The built-in data sets have their task YAMLs under ``tasks/``; a local data set
 
 A step-labelled folder (``processbench``, or ``meta.json`` with ``"kind": "steps"``;
 :mod:`genclf_harness.data.step_sets`) gets ``genclf_<name>_<split>`` for each of its splits (the
-step-judge template, ``tasks/verifiers/_step_task_template_yaml``) and the group ``genclf_<name>``,
+step-judge template, ``genclf_harness/tasks/verifiers/_step_task_template_yaml``) and the group ``genclf_<name>``,
 the unweighted mean of the splits' figures (ProcessBench's average F1). A preference folder
 (``llmbar``, or ``"kind": "preference"``; :mod:`genclf_harness.data.preference_sets`) gets
 ``genclf_<name>`` (pointwise, IPO) and ``genclf_<name>_pairwise`` (both orders) over its evaluated
-split, from the templates ``tasks/verifiers/_preference_{pointwise,pairwise}_template_yaml``. A
+split, from the templates ``genclf_harness/tasks/verifiers/_preference_{pointwise,pairwise}_template_yaml``. A
 reasoning folder (``gsm8k``, or ``"kind": "reasoning"``; :mod:`genclf_harness.data.reasoning_sets`)
 gets ``genclf_<name>_verify`` and ``genclf_<name>_bon`` (``_reasoning_{verify,bon}_template_yaml``).
 """
@@ -34,7 +34,6 @@ logger = logging.getLogger(__name__)
 
 LOCAL_HEADER = "# Written for a local data set by genclf_harness.harness.local_tasks.\n"
 STEP_TEMPLATE = "_step_task_template_yaml"
-STEP_METRICS = ("f1", "acc_erroneous", "acc_correct", "f1_oracle")
 
 
 def family_task(task: str, data_dir: str | None = None) -> tuple[str, str, str | None] | None:
@@ -113,6 +112,7 @@ def _step_task_yamls(task: str, folder: str, split: str | None, data_dir: str | 
     from genclf_harness.data.specs import DataError
     from genclf_harness.data.step_sets import step_set_spec
     from genclf_harness.harness.tasks import yaml_scalar
+    from genclf_harness.harness.verifier_tasks.stepwise import PROCESSBENCH_METRICS
     from genclf_harness.resources import tasks_dir
 
     spec = step_set_spec(folder, data_dir)
@@ -131,7 +131,7 @@ def _step_task_yamls(task: str, folder: str, split: str | None, data_dir: str | 
     if split is None:
         listed = "".join(f"  - genclf_{folder}_{member}\n" for member in spec.splits)
         metrics = "".join(f"  - metric: {metric}\n    aggregation: mean\n    weight_by_size: false\n"
-                          for metric in STEP_METRICS)
+                          for metric in PROCESSBENCH_METRICS)
         written[task] = (f"{LOCAL_HEADER}group: {task}\ntask:\n{listed}aggregate_metric_list:\n{metrics}"
                          "metadata:\n  version: 1.0\n")
     return written
@@ -273,3 +273,29 @@ def unmatched_hint(task_names: Sequence[str], data_dir: str | None = None) -> st
     return (f"{', '.join(unknown)}: no built-in genclf task, and no local data set of that name under the data "
             f"root ({root}; local data sets: {', '.join(local) or 'none'})"
             + (f"; did you mean {', '.join(close)}?" if close else "."))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m genclf_harness.harness.local_tasks --out DIR genclf_<name> ...``: write the tasks of
+    local data sets into DIR, for ``lm_eval --include_path DIR`` where genclf-eval is not the runner."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m genclf_harness.harness.local_tasks", description=main.__doc__)
+    parser.add_argument("--out", required=True, help="the folder to write the task YAMLs into (created)")
+    parser.add_argument("--data_dir", default=None, help="the data root (default: $GENCLF_DATA_DIR)")
+    parser.add_argument("tasks", nargs="+", help="task names, e.g. genclf_mydata genclf_mydata_strategies")
+    args = parser.parse_args(argv)
+    folder = Path(args.out)
+    folder.mkdir(parents=True, exist_ok=True)
+    written = write_local_tasks(args.tasks, folder, args.data_dir)
+    hint = unmatched_hint(args.tasks, args.data_dir)
+    if hint:
+        parser.error(hint)
+    print(f"wrote {len(written)} task YAML(s) to {folder}: {', '.join(written)}")
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

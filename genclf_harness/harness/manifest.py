@@ -66,6 +66,9 @@ def model_manifest(lm: Any) -> dict[str, Any]:
     generation = getattr(lm, "generation_record", None)
     if generation is not None and generation.align_generation:
         info["generation_alignment"] = generation.manifest()
+    weights_source = getattr(lm, "weights_source", None)
+    if weights_source:  # encoders: pretrained, an untrained head, or random init
+        info["weights_source"] = str(weights_source)
     peft = getattr(lm, "peft", None)
     if peft:
         info["peft"] = str(peft)
@@ -90,6 +93,11 @@ def _iter_tasks(task_dict: Mapping[str, Any]) -> Iterator[tuple[str, Any]]:
             yield from _iter_tasks(task)
         else:
             yield str(getattr(task, "task_name", None) or name), task
+
+
+def task_names(task_dict: Mapping[str, Any]) -> list[str]:
+    """The names of every task in an lm-eval task dictionary (groups expanded), sorted."""
+    return sorted(name for name, _ in _iter_tasks(task_dict))
 
 
 def _verifier_task(config: Any) -> bool:
@@ -168,3 +176,29 @@ def build_manifest(lm: Any, task_dict: Mapping[str, Any]) -> dict[str, Any]:
         "model": model_manifest(lm),
         "tasks": tasks,
     }
+
+
+def collect_manifest(lm: Any, task_dict: Mapping[str, Any], results: dict[str, Any]) -> dict[str, Any]:
+    """The manifest of a finished run: :func:`build_manifest` plus what the aggregations fitted
+    (calibrations, paired intervals, conformal thresholds, Platt coefficients) and ``--calibrate``'s
+    entries; the logged samples get their
+    refittable label probabilities (``metrics.annotate_samples``). Empties the per-run records."""
+    from genclf_harness.harness.choice_calibration import CHOICE_TASKS
+    from genclf_harness.harness.conformal_metrics import CONFORMAL
+    from genclf_harness.harness.metrics import FITTED, METRIC_DETAILS, PAIRED, annotate_samples
+
+    for task_samples in (results.get("samples") or {}).values():
+        annotate_samples(task_samples)
+    manifest = build_manifest(lm, task_dict)
+    for task, entry in CHOICE_TASKS.items():
+        manifest["tasks"].setdefault(task, {})["choice_calibration"] = entry
+    for task, fits in FITTED.items():
+        if task in manifest["tasks"]:
+            manifest["tasks"][task]["calibration"] = fits
+    for key, records in (("paired_vs_raw", PAIRED), ("conformal", CONFORMAL), ("metric_details", METRIC_DETAILS)):
+        for task, entry in records.items():
+            if task in manifest["tasks"]:
+                manifest["tasks"][task][key] = entry
+    for records in (CHOICE_TASKS, FITTED, PAIRED, CONFORMAL, METRIC_DETAILS):
+        records.clear()
+    return manifest

@@ -4,7 +4,8 @@ Each document's item keeps its label log-likelihoods, so everything corpus-level
 and every calibrated metric) is computed in the aggregation, after lm-eval has gathered the items
 of every rank. Metric names read ``<metric>[_<method>]``:
 
-- metric: ``acc``, ``f1_macro``, ``ece``, ``brier``, ``nll``, ``majority_share``;
+- metric: ``acc``, ``macro_f1``, ``ece_width15`` (top-label ECE, 15 equal-width bins), ``brier``,
+  ``gold_nll`` (mean negative log-probability of the gold label), ``majority_share``;
 - method: none (raw), ``prior``, ``prior_em``, ``bc``, ``cc``, ``dcpmi``, ``pmi`` (see
   ``genclf_harness.calibration``), or ``oracle`` (offsets chosen with the labels: an upper bound
   for analysis, never a result).
@@ -19,7 +20,10 @@ anchor carries that split's label counts; a label with no training row leaves th
 the inductive documents and their labels (the calibration's label-shift methods). ``auto`` is the
 method the project recommends for the task (:func:`auto_method`); the manifest says which and why.
 A YAML names an aggregation as ``!function genclf_harness.harness.metrics.<metric name>``; the
-functions are made on demand by the module's ``__getattr__``.
+functions are made on demand by the module's ``__getattr__`` (one object per name). None of these
+names is one lm-eval registers or has in an open pull request (``registry.LM_EVAL_METRIC_NAMES``);
+the earlier ``f1_macro``, ``ece`` and ``nll`` still resolve, with a deprecation warning, until the
+next release.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from genclf_harness import calibration as cal
+from genclf_harness.calibration import helm
 
 logger = logging.getLogger(__name__)
 
@@ -46,28 +51,47 @@ INDUCTIVE_SECTION = "inductive"
 
 _METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
     "acc": cal.accuracy,
-    "f1_macro": cal.macro_f1,
-    "ece": cal.expected_calibration_error,
+    "macro_f1": cal.macro_f1,
+    "ece_width15": cal.expected_calibration_error,
     "brier": cal.brier_score,
-    "nll": cal.negative_log_likelihood,
+    "gold_nll": cal.negative_log_likelihood,
     "majority_share": lambda logprobs, _gold: cal.majority_share(logprobs),
+    # HELM's (Liang et al. 2022): equal-mass ECE with 10 bins and with 1 bin, ECE after Platt scaling
+    # fitted on the same documents (its coefficients go into the manifest), selective accuracy at 10%
+    # coverage, area under the coverage-accuracy curve (genclf_harness.calibration.helm)
+    "ece_mass10": lambda logprobs, gold: helm.equal_mass_ece(*helm.confidence_and_correct(logprobs, gold)),
+    "ece_mass1": lambda logprobs, gold: helm.equal_mass_ece(*helm.confidence_and_correct(logprobs, gold),
+                                                            num_bins=1),
+    "ece_platt_mass10": lambda logprobs, gold: helm.helm_calibration_metrics(logprobs, gold)["ece_platt_mass10"],
+    "selective_acc_at_10": lambda logprobs, gold: helm.selective_accuracy(*helm.confidence_and_correct(logprobs, gold)),
+    "cov_acc_area": lambda logprobs, gold: helm.coverage_accuracy_area(*helm.confidence_and_correct(logprobs, gold)),
 }
+_DETAILS: dict[str, Callable[[np.ndarray, np.ndarray], dict[str, Any]]] = {
+    "ece_platt_mass10": lambda logprobs, gold: {
+        key: value for key, value in helm.helm_calibration_metrics(logprobs, gold).items() if key.startswith("platt_")},
+}
+"""What a metric fitted besides its value, for the manifest (``METRIC_DETAILS``)."""
+RENAMED_METRICS: dict[str, str] = {"f1_macro": "macro_f1", "ece": "ece_width15", "nll": "gold_nll"}
+"""Earlier metric names (they collide with names lm-eval registers or proposes: ``ece`` in lm-eval
+PR #3913 bins otherwise) -> today's; the old ones resolve with a deprecation warning for one release."""
 _DOCUMENT_FITTED = ("prior", "prior_em", "bc")
 _SIDE_INPUT = {"cc": "content_free_logprobs", "dcpmi": "domain_logprobs", "pmi": "unconditional_logprobs"}
 _INDUCTIVE = tuple(f"{method}_ind" for method in _DOCUMENT_FITTED)
 TRAIN_PRIOR_METHODS = ("prior_train", "prior_train_ind")
 """Prior matching to the training split's label distribution (known: that split is labelled),
 fitted on the evaluated documents or, ``_ind``, on the inductive training documents."""
-LABELLED_METHODS = ("bcts_em", "bbse")
-"""Label-shift methods fitted with labelled calibration documents (the inductive training documents
-and their labels) and the evaluated documents' scores."""
+LABELLED_METHODS = ("bcts_em", "bbse", "ts")
+"""Methods fitted with labelled calibration documents (the inductive training documents and their
+labels): the label-shift methods, with the evaluated documents' scores, and temperature scaling
+(``ts``, Guo et al. 2017: one temperature minimising the training documents' NLL; it changes
+confidences, never the ranking)."""
 INDUCTIVE_LABELS = "inductive_labels"
 """The anchor's entry with the inductive documents' labels (for the label-shift methods)."""
 ANCHOR_METHODS = "methods"
 """The anchor's entry naming the calibrations that apply to the task (absent: all of genclf's)."""
 TRAIN_PRIOR_KEY = "train_label_counts"
 """The anchor's entry with the training split's label counts (absent: the methods are left out)."""
-_USES_INDUCTIVE = (*_INDUCTIVE, "prior_train_ind", *LABELLED_METHODS)
+USES_INDUCTIVE = (*_INDUCTIVE, "prior_train_ind", *LABELLED_METHODS)
 ALL_METHODS: tuple[str, ...] = (*_DOCUMENT_FITTED, *_INDUCTIVE, *TRAIN_PRIOR_METHODS, *LABELLED_METHODS, *_SIDE_INPUT,
                                  "auto")
 """Every calibration a genclf classification task reports (an anchor without ``ANCHOR_METHODS`` has all)."""
@@ -76,6 +100,9 @@ METHOD_NAMES: tuple[str, ...] = (*ALL_METHODS, "oracle")
 FITTED: dict[str, dict[str, dict[str, Any]]] = {}
 """task -> method -> the fitted calibration (``to_dict()``), filled by the aggregations, read by
 the results manifest."""
+METRIC_DETAILS: dict[str, dict[str, dict[str, Any]]] = {}
+"""task -> metric name -> what the metric fitted besides its value (Platt coefficients), for the
+manifest."""
 PAIRED: dict[str, dict[str, dict[str, Any]]] = {}
 """task -> calibrated metric -> its difference from the raw metric with a paired bootstrap interval
 (:func:`paired_summary`), filled by the stderr bootstrap, read by the results manifest."""
@@ -105,12 +132,22 @@ def make_item(doc_id: Any, gold: int, lls: Sequence[float], anchor: dict[str, An
 
 
 def metric_function(metric: str) -> Callable[[np.ndarray, np.ndarray], float]:
-    """``metric`` (``acc``, ``f1_macro`` ...) of (log-probabilities, gold labels)."""
+    """``metric`` (``acc``, ``macro_f1`` ...) of (log-probabilities, gold labels)."""
     return _METRICS[metric]
 
 
 def split_metric_name(name: str) -> tuple[str, str | None]:
-    """``"f1_macro_prior_em"`` -> ``("f1_macro", "prior_em")``; ``"acc"`` -> ``("acc", None)``."""
+    """``"macro_f1_prior_em"`` -> ``("macro_f1", "prior_em")``; ``"acc"`` -> ``("acc", None)``;
+    a conformal set metric ``"coverage_lac_auto"`` -> ``("coverage_lac", "auto")``.
+    An earlier name (``"f1_macro_prior_em"``) gives today's parts, with a deprecation warning."""
+    current = renamed_metric(name, RENAMED_METRICS)
+    if current != name:
+        return split_metric_name(current)
+    from genclf_harness.harness.conformal_metrics import split_set_metric_name
+
+    set_metric = split_set_metric_name(name)
+    if set_metric is not None:
+        return f"{set_metric[0]}_{set_metric[1]}", set_metric[2]
     for metric in sorted(_METRICS, key=len, reverse=True):
         if name == metric:
             return metric, None
@@ -123,14 +160,14 @@ def split_metric_name(name: str) -> tuple[str, str | None]:
 
 def calibrated_logprobs(items: Sequence[ScoreItem], method: str | None) -> tuple[np.ndarray, np.ndarray]:
     """(calibrated log-probabilities (N, K), gold labels (N,)) for the items under ``method``."""
-    scores, gold, anchor = _arrays(items)
-    logprobs, fitted = _calibrate(scores, method, anchor, gold=gold)
+    scores, gold, anchor = arrays(items)
+    logprobs, fitted = fit_calibration(scores, method, anchor, gold=gold)
     if fitted is not None and anchor is not None:
         FITTED.setdefault(anchor["task"], {})[method] = fitted.to_dict()  # type: ignore[index]
     return logprobs, gold
 
 
-def _arrays(items: Sequence[ScoreItem]) -> tuple[np.ndarray, np.ndarray, dict[str, Any] | None]:
+def arrays(items: Sequence[ScoreItem]) -> tuple[np.ndarray, np.ndarray, dict[str, Any] | None]:
     if not items:
         raise ValueError("no documents to aggregate")
     gold = np.array([item.gold for item in items], dtype=np.int64)
@@ -138,7 +175,7 @@ def _arrays(items: Sequence[ScoreItem]) -> tuple[np.ndarray, np.ndarray, dict[st
     return scores, gold, next((item.anchor for item in items if item.anchor), None)
 
 
-def _inductive_rows(method: str, anchor: dict[str, Any] | None) -> np.ndarray:
+def inductive_rows(method: str, anchor: dict[str, Any] | None) -> np.ndarray:
     rows = (anchor or {}).get(INDUCTIVE_SECTION) or []
     if not rows:
         raise ValueError(
@@ -161,7 +198,7 @@ def auto_method(anchor: dict[str, Any] | None) -> tuple[str, str]:
     return "prior", "no labelled training split apart from the evaluated one: match a uniform prior"
 
 
-def _calibrate(scores: np.ndarray, method: str | None, anchor: dict[str, Any] | None, *,
+def fit_calibration(scores: np.ndarray, method: str | None, anchor: dict[str, Any] | None, *,
                gold: np.ndarray | None = None, inductive: np.ndarray | None = None) -> tuple[np.ndarray, Any]:
     """(calibrated log-probs, the fitted calibration or ``None``) of a score matrix under ``method``.
 
@@ -170,13 +207,13 @@ def _calibrate(scores: np.ndarray, method: str | None, anchor: dict[str, Any] | 
     """
     if method == "auto":
         chosen, reason = auto_method(anchor)
-        logprobs, fitted = _calibrate(scores, chosen, anchor, gold=gold, inductive=inductive)
+        logprobs, fitted = fit_calibration(scores, chosen, anchor, gold=gold, inductive=inductive)
         auto = cal.Calibration(method="auto", offsets=fitted.offsets, fitted_on=fitted.fitted_on,
                                temperature=fitted.temperature,
                                params={**fitted.params, "chosen": chosen, "reason": reason})
         return logprobs, auto
-    if method in _USES_INDUCTIVE:
-        every = _inductive_rows(method, anchor)
+    if method in USES_INDUCTIVE:
+        every = inductive_rows(method, anchor)
         picked = np.arange(len(every)) if inductive is None else inductive
         rows = every[picked]
     if method in LABELLED_METHODS:
@@ -215,117 +252,72 @@ def _calibrate(scores: np.ndarray, method: str | None, anchor: dict[str, Any] | 
     return fitted.apply(scores), fitted
 
 
-MAX_BOOTSTRAP_ITERS = 1000
-"""Resamples for a raw genclf metric's stderr at most (lm-eval's default ``--bootstrap_iters`` is
-100,000; a 1,000-resample estimate of a standard error is within about 2% of it)."""
-MAX_REFIT_BOOTSTRAP_ITERS = 100
-"""Resamples at most for a calibrated metric, each of which refits its calibration (about 10 ms
-per prior-matching fit at 10,000 documents x 10 labels): lm-eval caps its own costly corpus
-metrics (BLEU, chrF, TER) at 100 the same way. The estimate is then within about 7% of the
-standard error."""
-
-
-def bootstrap_stderr(name: str, items: Sequence[ScoreItem], iters: int) -> float:
-    """Standard error of the metric ``name`` over the items: documents resampled with replacement,
-    the calibration refitted in each resample (inductive rows resampled too); seeded.
-
-    Documents are put in ``doc_id`` order first, so the value does not depend on the order in which
-    lm-eval gathered them (one process or several ranks give the same error bar)."""
-    metric, method = split_metric_name(name)
-    compute = _METRICS[metric]
-    scores, gold, anchor = _arrays(_by_doc_id(items))
-    if method is None:  # fixed scores: every resample at once
-        return float(np.std(cal.resampled_metric(metric, scores, gold, cal.resample_indices(len(items), iters)),
-                            ddof=1))
-    rows = len(_inductive_rows(method, anchor)) if method in _USES_INDUCTIVE else 0
-    draw = np.random.default_rng(cal.DEFAULT_SEED + 1)
-
-    def statistic(indices: np.ndarray) -> float:
-        inductive = draw.integers(0, rows, rows) if rows else None
-        logprobs, _ = _calibrate(scores[indices], method, anchor, gold=gold[indices], inductive=inductive)
-        return float(compute(logprobs, gold[indices]))
-
-    resamples = cal.resample_indices(len(items), iters)
-    values = np.array([statistic(indices) for indices in resamples], dtype=np.float64)
-    if anchor is not None and method != "oracle":
-        # The same resamples give the raw metric: the paired difference, calibrated minus raw.
-        raw = cal.resampled_metric(metric, scores, gold, resamples)
-        delta = float(compute(_calibrate(scores, method, anchor, gold=gold)[0], gold)) - float(
-            compute(cal.normalize(scores), gold))
-        PAIRED.setdefault(anchor["task"], {})[name] = paired_summary(delta, values - raw)
-    return float(np.std(values, ddof=1))
-
-
-PAIRED_LEVEL = 0.95
-
-
-def paired_summary(delta: float, differences: np.ndarray) -> dict[str, float | int]:
-    """A calibrated metric minus raw: the difference on all documents, its paired bootstrap stderr
-    and percentile interval (``PAIRED_LEVEL``) over resamples shared by both."""
-    tail = (1 - PAIRED_LEVEL) / 2
-    low, high = np.quantile(differences, [tail, 1 - tail])
-    return {"delta": round(delta, 6), "stderr": round(float(np.std(differences, ddof=1)), 6),
-            "low": round(float(low), 6), "high": round(float(high), 6), "level": PAIRED_LEVEL,
-            "resamples": int(len(differences))}
-
-
-def _by_doc_id(items: Sequence[ScoreItem]) -> list[ScoreItem]:
+def by_doc_id(items: Sequence[ScoreItem]) -> list[ScoreItem]:
     try:
         return sorted(items, key=lambda item: item.doc_id)
     except TypeError:  # ids of mixed types
         return sorted(items, key=lambda item: str(item.doc_id))
 
 
+_WARNED: set[str] = set()
+
+
+def renamed_metric(name: str, renamed: dict[str, str]) -> str:
+    """Today's name for ``name`` under ``renamed`` (old -> new, matched whole or before a
+    ``_<method>`` suffix), warning once per old name that it goes in the next release."""
+    for old, new in sorted(renamed.items(), key=lambda pair: len(pair[0]), reverse=True):
+        if name == old or (name.startswith(old + "_") and name[len(old) + 1:] in METHOD_NAMES):
+            current = new + name[len(old):]
+            if name not in _WARNED:
+                _WARNED.add(name)
+                logger.warning("genclf metric '%s' is now '%s' (the old name clashes with lm-eval's metric names "
+                               "and goes in the next release)", name, current)
+            return current
+    return name
+
+
+def deprecated_names(namespace: dict[str, Any], renamed: dict[str, str]) -> Callable[[str], Any]:
+    """A module ``__getattr__`` that gives, for each earlier name in ``renamed``, today's object of
+    ``namespace`` (a module's ``globals()``), with :func:`renamed_metric`'s deprecation warning."""
+
+    def __getattr__(name: str) -> Any:
+        if name in renamed:
+            return namespace[renamed_metric(name, renamed)]
+        raise AttributeError(f"module {namespace['__name__']!r} has no attribute {name!r}")
+
+    return __getattr__
+
+
+@functools.cache
 def _aggregation(name: str) -> Callable[[Sequence[ScoreItem]], float]:
+    from genclf_harness.harness import conformal_metrics
+
+    if conformal_metrics.split_set_metric_name(name) is not None:
+        return conformal_metrics.aggregation(name)
     metric, method = split_metric_name(name)
     compute = _METRICS[metric]
+    details = _DETAILS.get(metric)
 
     def aggregate(items: Sequence[ScoreItem]) -> float:
-        logprobs, gold = calibrated_logprobs(items, method)
+        try:
+            logprobs, gold = calibrated_logprobs(items, method)
+        except (ValueError, cal.ConvergenceError) as err:
+            # a calibration these scores cannot support (temperature scaling on scores no better
+            # than chance, a prior fit that does not converge ...): this metric is left out, the
+            # run and its other metrics are not
+            logger.warning("%s left out: %s", name, err)
+            return math.nan
+        anchor = arrays(items)[2]
+        if details is not None and anchor is not None:
+            METRIC_DETAILS.setdefault(anchor["task"], {})[name] = details(logprobs, gold)
         return float(compute(logprobs, gold))
 
     aggregate.__name__ = aggregate.__qualname__ = name
     aggregate.__doc__ = f"{metric} of the {'raw' if method is None else method + '-calibrated'} label distribution."
     aggregate.genclf_stderr = functools.partial(bootstrap_stderr, name)  # type: ignore[attr-defined]
-    aggregate.genclf_max_iters = MAX_BOOTSTRAP_ITERS if method is None else MAX_REFIT_BOOTSTRAP_ITERS  # type: ignore[attr-defined]
+    aggregate.genclf_max_iters = (  # type: ignore[attr-defined]
+        MAX_BOOTSTRAP_ITERS if method is None and metric in cal.RESAMPLED_METRICS else MAX_REFIT_BOOTSTRAP_ITERS)
     return aggregate
-
-
-def install_stderr_hook() -> None:
-    """Let lm-eval report ``<metric>_stderr`` for genclf aggregations (idempotent).
-
-    lm-eval bootstraps only its own aggregations and prints ``N/A`` for every other one. Its
-    ``stderr_for_metric`` is asked for each metric's stderr function; this wraps it so that an
-    aggregation carrying ``genclf_stderr`` gets :func:`bootstrap_stderr` with
-    ``min(--bootstrap_iters, MAX_BOOTSTRAP_ITERS)`` resamples, ``MAX_REFIT_BOOTSTRAP_ITERS`` for a
-    calibrated metric (``bootstrap_iters=0``: none). A
-    failed bootstrap leaves ``N/A`` with a logged reason. Groups then pool these like any stderr.
-    """
-    import lm_eval.evaluator_utils as evaluator_utils
-
-    original = evaluator_utils.stderr_for_metric
-    if getattr(original, "_genclf", False):
-        return
-
-    def stderr_for_metric(metric: Any, bootstrap_iters: int) -> Any:
-        genclf = getattr(metric, "genclf_stderr", None)
-        if genclf is None:
-            return original(metric=metric, bootstrap_iters=bootstrap_iters)
-        if bootstrap_iters <= 0:
-            return None
-        iters = max(2, min(int(bootstrap_iters), metric.genclf_max_iters))
-
-        def stderr(items: Sequence[ScoreItem]) -> float | str:
-            try:
-                return genclf(items, iters)
-            except (ValueError, FloatingPointError, cal.ConvergenceError) as error:
-                logger.warning("%s: no bootstrap stderr (%s)", getattr(metric, "__name__", metric), error)
-                return "N/A"
-
-        return stderr
-
-    stderr_for_metric._genclf = True  # type: ignore[attr-defined]
-    evaluator_utils.stderr_for_metric = stderr_for_metric
 
 
 def __getattr__(name: str) -> Callable[[Sequence[ScoreItem]], float]:
@@ -336,6 +328,13 @@ def __getattr__(name: str) -> Callable[[Sequence[ScoreItem]], float]:
 
 # lm-eval imports this module when it reads a genclf task's YAML (``!function ...metrics.acc``),
 # under genclf-eval and plain lm_eval alike: the stderr hook is in place before any aggregation.
+from genclf_harness.harness.metric_bootstrap import (  # noqa: E402 - it needs the names above
+    MAX_BOOTSTRAP_ITERS,
+    MAX_REFIT_BOOTSTRAP_ITERS,
+    bootstrap_stderr,
+    install_stderr_hook,
+)
+
 install_stderr_hook()
 
 
@@ -344,7 +343,8 @@ def annotate_samples(samples: list[dict[str, Any]]) -> None:
 
     lm-eval logs every metric's item with each sample, so each would carry the same label scores
     once per metric; this replaces those copies by one ``genclf`` field: the label
-    log-likelihoods, the gold label, and the raw and calibrated label probabilities.
+    log-likelihoods, the gold label, the raw and calibrated label probabilities, and its raw
+    conformal label sets (label indices, per score).
     """
     items = [next((v for v in sample.values() if isinstance(v, ScoreItem)), None) for sample in samples]
     if not items or any(item is None for item in items):
@@ -359,6 +359,9 @@ def annotate_samples(samples: list[dict[str, Any]]) -> None:
             logger.warning("logged samples: no %s probabilities (%s)", method, err)
             continue
         probabilities[method or "raw"] = np.exp(logprobs)
+    from genclf_harness.harness.conformal_metrics import document_sets
+
+    sets = document_sets(items)  # each document's raw conformal label sets, per score
     for index, (sample, item) in enumerate(zip(samples, items, strict=True)):
         for key in [k for k, v in sample.items() if isinstance(v, ScoreItem)]:
             del sample[key]
@@ -367,5 +370,7 @@ def annotate_samples(samples: list[dict[str, Any]]) -> None:
             "gold": item.gold,
             "probs": {name: [round(float(p), 8) for p in probs[index]] for name, probs in probabilities.items()},
         }
+        if sets:
+            sample["genclf"]["sets"] = {score: rows[index] for score, rows in sets.items()}
         if item.anchor:
             sample["genclf"]["anchor_scores"] = item.anchor

@@ -8,7 +8,7 @@
   ``acc`` counts unparseable answers as wrong; ``unparseable`` is their share; with the
   uncertainty label also ``coverage`` and ``acc_covered``.
 
-``f1_macro`` is over the real classes that occur in the gold labels or the real predictions; an
+``macro_f1`` is over the real classes that occur in the gold labels or the real predictions; an
 "uncertain" or unparseable prediction is a miss of the gold class and no class of its own.
 
 These tasks use `StrategyTask` (lm-eval's plain ``ConfigurableTask``) so the YAML's
@@ -25,6 +25,7 @@ from typing import Any, NamedTuple
 from lm_eval.api.task import ConfigurableTask
 
 from genclf_harness.data import get_spec
+from genclf_harness.harness.metrics import deprecated_names
 from genclf_harness.prompts import AnswerParser, LabelSet, PromptStrategy
 
 
@@ -79,14 +80,14 @@ def process_results_uncertain(doc: dict[str, Any], results: Sequence[tuple[float
         "coverage": float(item.covered),
         "acc_covered": item,
         "acc_forced": float(forced == gold),
-        "f1_macro": item,
+        "macro_f1": item,
     }
 
 
 def process_results_generative(doc: dict[str, Any], results: Sequence[str]) -> dict[str, Any]:
     """Generative decoding: the answer parsed to a label."""
     item = parse_prediction(doc, results[0])
-    return {"acc": float(item.correct), "f1_macro": item, "unparseable": float(item.pred is None)}
+    return {"acc": float(item.correct), "macro_f1": item, "unparseable": float(item.pred is None)}
 
 
 def process_results_generative_uncertain(doc: dict[str, Any], results: Sequence[str]) -> dict[str, Any]:
@@ -94,7 +95,7 @@ def process_results_generative_uncertain(doc: dict[str, Any], results: Sequence[
     item = parse_prediction(doc, results[0])
     return {
         "acc": float(item.correct),
-        "f1_macro": item,
+        "macro_f1": item,
         "unparseable": float(item.pred is None),
         "coverage": float(item.covered),
         "acc_covered": item,
@@ -117,7 +118,7 @@ def _parser(dataset: str, strategy: str) -> AnswerParser:
     return AnswerParser.of(LabelSet.of(get_spec(dataset), chosen.label_style, chosen.uncertainty))
 
 
-def f1_macro(items: Sequence[Prediction]) -> float:
+def macro_f1(items: Sequence[Prediction]) -> float:
     """Macro-F1 over the real classes seen in gold or real predictions (see the module docstring)."""
     if not items:
         raise ValueError("no documents to aggregate")
@@ -135,3 +136,6 @@ def acc_covered(items: Sequence[Prediction]) -> float:
     """Accuracy on the documents answered with a real label (NaN when there are none)."""
     covered = [p for p in items if p.covered]
     return sum(p.correct for p in covered) / len(covered) if covered else math.nan
+
+
+__getattr__ = deprecated_names(globals(), {"f1_macro": "macro_f1"})

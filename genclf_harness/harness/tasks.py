@@ -1,7 +1,7 @@
-"""Task helpers named by the YAMLs in ``tasks/`` (``custom_dataset: !function ...``).
+"""Task helpers named by the YAMLs in ``genclf_harness/tasks/`` (``custom_dataset: !function ...``).
 
 Default tasks (``genclf_<name>``) get rows with the plain prompt; lm-eval adds its own few-shot
-demonstrations. Strategy tasks (``tasks/strategies/``) pass ``strategy`` in ``dataset_kwargs`` (a
+demonstrations. Strategy tasks (``genclf_harness/tasks/strategies/``) pass ``strategy`` in ``dataset_kwargs`` (a
 name such as ``sim3_def``, or a mapping of `PromptStrategy` fields); their rows carry the whole
 rendered prompt, demonstrations included, and run with ``num_fewshot: 0``.
 """
@@ -38,7 +38,7 @@ STRATEGY_TEMPLATES: dict[tuple[Decoding, bool], str] = {
     ("gen", False): "_strategy_gen_yaml",
     ("gen", True): "_strategy_gen_unc_yaml",
 }
-"""(decoding, the strategy has an "uncertain" answer) -> its template under ``tasks/strategies/``."""
+"""(decoding, the strategy has an "uncertain" answer) -> its template under ``genclf_harness/tasks/strategies/``."""
 CHANNEL_TEMPLATE = "_strategy_channel_yaml"
 """The template of channel strategies (scored only): one context per label, the input scored after it."""
 

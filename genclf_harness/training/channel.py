@@ -295,7 +295,14 @@ def train_channel(config: ChannelRecipeConfig, config_path: str | None = None,
 
     from genclf_harness.training.examples import load_classifier_data
     from genclf_harness.training.modeling import load_for_training, trainable_summary
-    from genclf_harness.training.records import FIGURES_FILE, RECORD_FILE, JsonlLogCallback, versions, write_json
+    from genclf_harness.training.records import (
+        FIGURES_FILE,
+        RECORD_FILE,
+        JsonlLogCallback,
+        save_once,
+        versions,
+        write_json,
+    )
 
     started = time.perf_counter()
     train = config.train
@@ -323,8 +330,9 @@ def train_channel(config: ChannelRecipeConfig, config_path: str | None = None,
         channel=train, callbacks=[JsonlLogCallback(output_dir)],
     )
     outcome = trainer.train(resume_from_checkpoint=resume)
-    trainer.save_model(str(output_dir))
-    tokenizer.save_pretrained(str(output_dir))
+    if not save_once(trainer, tokenizer, output_dir):
+        return {"recipe": "channel", "train_metrics": dict(outcome.metrics), "world_size": int(trainer.args.world_size),
+                "output_dir": str(output_dir), "model": trainer.model}
     after = channel_figures(trainer.model, tokenizer, eval_prompts, margin_prompts)
     logger.info("after training: %s", after)
     figures = {"dataset": data.spec.name, "strategy": data.prompter.strategy.name, "loss": train.loss,
@@ -332,7 +340,8 @@ def train_channel(config: ChannelRecipeConfig, config_path: str | None = None,
     write_json(output_dir / FIGURES_FILE, figures)
     record = {
         "recipe": "channel", "config": to_dict(config), "config_file": config_path,
-        "examples": len(documents), "train_metrics": dict(outcome.metrics), "figures": figures,
+        "examples": len(documents), "world_size": int(trainer.args.world_size), "train_metrics": dict(outcome.metrics),
+        "figures": figures,
         "tokens_per_step_document": int(np.mean([sum(len(s) for s in d["sequences"]) for d in documents])),
         "seconds": round(time.perf_counter() - started, 1), "log_history": trainer.state.log_history,
         "versions": versions(),

@@ -18,10 +18,16 @@ multiprocessing or accelerate) and costs nothing until called. No TRL import is 
     GRPOTrainer(model=..., reward_funcs=[reward], args=GRPOConfig(remove_unused_columns=False, ...), ...)
 
 See ``examples/grpo_with_genrm_reward.py`` for a complete script.
+
+A verifier behind ``vllm serve`` (``GenRM.from_served(url, model)``) is passed as a ready object;
+``AsyncGenRMReward`` is the same reward as a coroutine: TRL (1.16) awaits async reward functions
+together on its event loop, so the HTTP round trips of a served verifier run while other async
+rewards do, and the blocking scoring runs in a worker thread, not on the loop.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
@@ -143,3 +149,13 @@ def prompt_text(prompt: Any) -> str:
             if isinstance(message, Mapping) and message.get("role") == "user":
                 return str(message.get("content") or "")
     return completion_text(prompt)
+
+
+class AsyncGenRMReward(GenRMReward):
+    """:class:`GenRMReward` as an async callable (TRL's ``is_async_callable`` sees its ``__call__``):
+    the same rewards, computed in a worker thread so TRL's event loop is not blocked."""
+
+    async def __call__(  # type: ignore[override]
+        self, prompts: Sequence[Any], completions: Sequence[Any], completion_ids: Any = None, **columns: Any
+    ) -> list[float]:
+        return await asyncio.to_thread(GenRMReward.__call__, self, prompts, completions, completion_ids, **columns)

@@ -274,7 +274,14 @@ def train_classifier(config: GRPORecipeConfig, config_path: str | None = None) -
 
     from genclf_harness.training.examples import load_classifier_data, uses_chat
     from genclf_harness.training.modeling import load_for_training, load_tokenizer, trainable_summary
-    from genclf_harness.training.records import FIGURES_FILE, RECORD_FILE, JsonlLogCallback, versions, write_json
+    from genclf_harness.training.records import (
+        FIGURES_FILE,
+        RECORD_FILE,
+        JsonlLogCallback,
+        save_once,
+        versions,
+        write_json,
+    )
     from genclf_harness.training.sft import TrainResult, classifier_eval_fn
 
     started = time.perf_counter()
@@ -310,8 +317,8 @@ def train_classifier(config: GRPORecipeConfig, config_path: str | None = None) -
     logger.info("GRPO: %s; rewards %s", trainable_summary(trainer.model),
                 ", ".join(f"{f.__name__} x {w:g}" for f, w in zip(reward_funcs, reward_weights, strict=True)))
     outcome = trainer.train(resume_from_checkpoint=resume)
-    trainer.save_model(str(output_dir))
-    tokenizer.save_pretrained(str(output_dir))
+    if not save_once(trainer, tokenizer, output_dir):
+        return TrainResult(output_dir, dict(outcome.metrics), {}, time.perf_counter() - started, trainer.model, tokenizer)
     train_seconds = time.perf_counter() - started
 
     eval_fn = classifier_eval_fn(data, config.eval)
@@ -325,6 +332,7 @@ def train_classifier(config: GRPORecipeConfig, config_path: str | None = None) -
         "config_file": config_path,
         "chat_template": chat,
         "prompts": len(rows),
+        "world_size": int(trainer.args.world_size),
         "selection": selection,
         "use_vllm": bool(args.use_vllm),
         "train_metrics": dict(outcome.metrics),

@@ -4,6 +4,10 @@
 appended as training runs, so a crashed or resumed run keeps its history.
 ``<output_dir>/genclf_train.json``: the recipe, the full config, library versions, the training
 metrics and the evaluation figures; written last, atomically (a run without it did not finish).
+
+Under ``torchrun`` / ``accelerate launch`` every rank trains on its share of the batches (DDP);
+:func:`save_once` saves the model once and tells the recipes that only rank 0 evaluates and
+writes the record, which names the world size.
 """
 
 from __future__ import annotations
@@ -23,6 +27,22 @@ from transformers import TrainerCallback
 RECORD_FILE = "genclf_train.json"
 LOG_FILE = "log.jsonl"
 FIGURES_FILE = "eval_figures.json"
+
+
+logger = logging.getLogger(__name__)
+
+
+def save_once(trainer: Any, tokenizer: Any, output_dir: str | os.PathLike[str]) -> bool:
+    """Save the trained model and its tokenizer (one copy, by rank 0), and say whether this
+    process goes on to evaluate and write the run record: ``True`` on rank 0 (or alone),
+    ``False`` on the other ranks of a distributed run, which have done their share."""
+    trainer.save_model(str(output_dir))  # transformers writes on the main process only
+    if not trainer.is_world_process_zero():
+        logger.info("rank %d of %d: trained on its share; rank 0 saves, evaluates and writes the record",
+                    trainer.args.process_index, trainer.args.world_size)
+        return False
+    tokenizer.save_pretrained(str(output_dir))
+    return True
 
 
 class JsonlLogCallback(TrainerCallback):

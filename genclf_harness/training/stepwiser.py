@@ -220,7 +220,7 @@ def train_stepwiser(config: StepWiserRecipeConfig, config_path: str | None = Non
 
     from genclf_harness.training.examples import uses_chat
     from genclf_harness.training.modeling import load_for_training, load_tokenizer, trainable_summary
-    from genclf_harness.training.records import RECORD_FILE, JsonlLogCallback, versions, write_json
+    from genclf_harness.training.records import RECORD_FILE, JsonlLogCallback, save_once, versions, write_json
     from genclf_harness.verifiers.stepwise.labels import write_labels
 
     started = time.perf_counter()
@@ -242,8 +242,8 @@ def train_stepwiser(config: StepWiserRecipeConfig, config_path: str | None = Non
                           peft_config=peft_config, callbacks=[JsonlLogCallback(output_dir)])
     logger.info("StepWiser GRPO: %s; %d labelled steps", trainable_summary(trainer.model), len(rows))
     outcome = trainer.train(resume_from_checkpoint=config.train.resume_argument())
-    trainer.save_model(str(output_dir))
-    tokenizer.save_pretrained(str(output_dir))
+    if not save_once(trainer, tokenizer, output_dir):
+        return {"recipe": "stepwiser", "train_metrics": dict(outcome.metrics), "world_size": int(trainer.args.world_size)}
     train_seconds = time.perf_counter() - started - labels_seconds
 
     figures: dict[str, Any] = {}
@@ -259,6 +259,7 @@ def train_stepwiser(config: StepWiserRecipeConfig, config_path: str | None = Non
         "chat_template": chat,
         "label_counts": counts,
         "examples": len(rows),
+        "world_size": int(trainer.args.world_size),
         "train_metrics": dict(outcome.metrics),
         "labels_seconds": round(labels_seconds, 1),
         "train_seconds": round(train_seconds, 1),

@@ -22,7 +22,7 @@ def build_labels(data: StepWiserDataConfig) -> tuple[list[Any], dict[str, Any]]:
 
     from genclf_harness.backends.generation import HFGenerator
     from genclf_harness.verifiers.genrm.problems import get_task
-    from genclf_harness.verifiers.stepwise.labels import Trajectory, balance, estimate_q, labelled_steps, read_labels
+    from genclf_harness.verifiers.stepwise.labels import balance, estimate_q, labelled_steps, read_labels
     from genclf_harness.verifiers.stepwise.steps import split_steps
 
     if data.labels_file:

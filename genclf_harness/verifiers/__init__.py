@@ -8,7 +8,7 @@
   (docs/pairwise.md);
 - `format`: the Yes/No verification prompt and answer tokens all three families use.
 
-The lm-eval glue of each family (what the ``tasks/verifiers`` YAMLs name) is
+The lm-eval glue of each family (what the ``genclf_harness/tasks/verifiers`` YAMLs name) is
 :mod:`genclf_harness.harness.verifier_tasks`; the data folders they read are read through
 :mod:`genclf_harness.data`. Nothing is imported here, so ``import genclf_harness.verifiers.genrm.answers``
 stays light (no torch).

@@ -1,5 +1,5 @@
 """The lm-eval side of the verifier families: the functions and task classes that the YAMLs under
-``tasks/verifiers/`` name (loaders, per-document results, aggregations).
+``genclf_harness/tasks/verifiers/`` name (loaders, per-document results, aggregations).
 
 - `genrm`: ``genclf_gsm8k_verify`` and ``genclf_gsm8k_bon`` (GenRM P("Yes"), best-of-N);
 - `stepwise`, `step_task`: the step-judge tasks ``genclf_<folder>_<split>`` (ProcessBench's splits

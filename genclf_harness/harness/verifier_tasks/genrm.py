@@ -1,4 +1,4 @@
-"""The functions the verifier task YAMLs (``tasks/verifiers/``) name: loaders, per-document
+"""The functions the verifier task YAMLs (``genclf_harness/tasks/verifiers/``) name: loaders, per-document
 results and corpus-level aggregations. Plain Python: lm-eval calls them, nothing here imports it.
 
 The model under evaluation is the *verifier*. Each document is one candidate solution, asked as
@@ -15,7 +15,8 @@ own (``genclf_<name>_*``, written for the run; ``dataset_kwargs: {task: <name>}`
   ``first_sample``, ``majority``, ``best_of_n`` (highest P(Yes)), ``weighted_vote`` and
   ``pass_at_n``.
 - ``genclf_gsm8k_verify``: labelled candidates; ``acc`` (P(Yes) > 0.5 exactly for the correct
-  ones), ``balanced_acc`` and ``auroc``. Without a candidates file it uses GSM8K test problems'
+  ones), ``acc_balanced`` (formerly ``balanced_acc``, a name lm-eval proposes) and ``auroc``.
+  Without a candidates file it uses GSM8K test problems'
   reference solutions ("Yes") and a corruption of each (its final result changed: "No"); a
   reasoning folder's evaluated problems the same way, where they have solutions.
 
@@ -32,6 +33,7 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from genclf_harness.verifiers.genrm.bon import Candidate, CandidateSet, evaluate_selection, read_candidates
+from genclf_harness.harness.metrics import deprecated_names
 from genclf_harness.verifiers.format import DEFAULT_FORMAT
 from genclf_harness.verifiers.genrm.metrics import auroc as _auroc
 from genclf_harness.verifiers.genrm.metrics import balanced_accuracy
@@ -130,7 +132,7 @@ def _item(doc: dict[str, Any], results: Sequence[tuple[float, bool]]) -> Candida
 
 
 BON_METRICS: tuple[str, ...] = ("first_sample", "majority", "best_of_n", "weighted_vote", "pass_at_n")
-VERIFY_METRICS: tuple[str, ...] = ("acc", "balanced_acc", "auroc")
+VERIFY_METRICS: tuple[str, ...] = ("acc", "acc_balanced", "auroc")
 
 
 def process_bon(doc: dict[str, Any], results: Sequence[tuple[float, bool]]) -> dict[str, Any]:
@@ -144,7 +146,7 @@ def process_verify(doc: dict[str, Any], results: Sequence[tuple[float, bool]]) -
     """``genclf_gsm8k_verify`` per document: right or wrong at P(Yes) > 0.5, and the item for the
     corpus-level metrics."""
     item = _item(doc, results)
-    return {"acc": float((item.p_yes > 0.5) == item.correct), "balanced_acc": item, "auroc": item}
+    return {"acc": float((item.p_yes > 0.5) == item.correct), "acc_balanced": item, "auroc": item}
 
 
 def _sets(items: Sequence[CandidateItem]) -> list[CandidateSet]:
@@ -179,6 +181,9 @@ def auroc(items: Sequence[CandidateItem]) -> float:
     return _auroc([i.p_yes for i in items], [i.correct for i in items])
 
 
-def balanced_acc(items: Sequence[CandidateItem]) -> float:
+def acc_balanced(items: Sequence[CandidateItem]) -> float:
     """Mean of the verification accuracy on correct and on incorrect candidates."""
     return balanced_accuracy([i.p_yes for i in items], [i.correct for i in items])
+
+
+__getattr__ = deprecated_names(globals(), {"balanced_acc": "acc_balanced"})

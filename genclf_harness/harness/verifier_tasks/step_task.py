@@ -26,6 +26,16 @@ class ProcessBenchTask(ConfigurableTask):
         config.pop("class", None)
         super().__init__(config=config, **kwargs)
 
+    def process_results(self, doc: dict, results: list[Any]) -> dict[str, Any]:
+        """The solution's item under each metric name of the task's YAML, earlier names included
+        (``f1`` for ``step_f1`` ...: they resolve with a deprecation warning for one release)."""
+        from genclf_harness.harness.metrics import renamed_metric
+        from genclf_harness.harness.verifier_tasks.stepwise import RENAMED_METRICS
+
+        out = super().process_results(doc, results)
+        named = {name: renamed_metric(name, RENAMED_METRICS) for name in self._metric_fn_list}
+        return {name: out[current] for name, current in named.items() if current in out}
+
     def construct_requests(self, doc: dict, ctx: Any, **kwargs: Any) -> list[Instance]:
         if not isinstance(ctx, str):
             raise TypeError(f"{self.config.task}: expected one rendered context per document, got {type(ctx).__name__}")

@@ -12,10 +12,13 @@ normalised over Yes/No. The predicted first wrong step is the first step below t
 
 - ``acc_erroneous``: exact first-error index on the solutions with an error;
 - ``acc_correct``: prediction -1 on the solutions without one;
-- ``f1``: their harmonic mean (ProcessBench's headline figure);
-- ``f1_oracle``: the same at the threshold that maximises F1 on the evaluated solutions
+- ``step_f1``: their harmonic mean (ProcessBench's headline "F1");
+- ``step_f1_oracle``: the same at the threshold that maximises it on the evaluated solutions
   themselves, an upper bound that shows what calibration could give (reported beside, never
-  instead of, ``f1``).
+  instead of, ``step_f1``).
+
+``f1`` and ``f1_oracle`` were these metrics' names before (lm-eval registers ``f1`` for
+scikit-learn's F1); they still resolve, with a deprecation warning, until the next release.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from genclf_harness.data.step_sets import PROCESSBENCH
+from genclf_harness.harness.metrics import deprecated_names
 from genclf_harness.verifiers.stepwise.steps import (
     DEFAULT_STEP_FORMAT,
     best_threshold_scores,
@@ -33,7 +37,8 @@ from genclf_harness.verifiers.stepwise.steps import (
     processbench_scores,
 )
 
-PROCESSBENCH_METRICS: tuple[str, ...] = ("acc_erroneous", "acc_correct", "f1", "f1_oracle")
+PROCESSBENCH_METRICS: tuple[str, ...] = ("acc_erroneous", "acc_correct", "step_f1", "step_f1_oracle")
+RENAMED_METRICS: dict[str, str] = {"f1": "step_f1", "f1_oracle": "step_f1_oracle"}
 
 
 class SolutionItem(NamedTuple):
@@ -111,11 +116,14 @@ def acc_correct(items: Sequence[SolutionItem]) -> float:
     return _scores(items).acc_correct
 
 
-def f1(items: Sequence[SolutionItem]) -> float:
+def step_f1(items: Sequence[SolutionItem]) -> float:
     """Harmonic mean of acc_erroneous and acc_correct (ProcessBench's F1)."""
     return _scores(items).f1
 
 
-def f1_oracle(items: Sequence[SolutionItem]) -> float:
+def step_f1_oracle(items: Sequence[SolutionItem]) -> float:
     """F1 at the threshold best for these very solutions (an upper bound, not a fair figure)."""
     return best_threshold_scores([i.p_yes for i in items], [i.label for i in items])[1].f1
+
+
+__getattr__ = deprecated_names(globals(), RENAMED_METRICS)

@@ -118,6 +118,35 @@ class GenRM:
         scorer = HFScorer(model, tokenizer, autocast_dtype=autocast_dtype, max_batch_tokens=max_batch_tokens)
         return cls(scorer, tokenizer=tokenizer, generator=HFGenerator.from_scorer(scorer), **kwargs)
 
+    @classmethod
+    def from_served(
+        cls,
+        base_url: str,
+        model: str | None = None,
+        *,
+        trained: str | None = None,
+        format: VerificationFormat = DEFAULT_FORMAT,
+        chat: bool | None = None,
+        cot: int | None = None,
+        cot_temperature: float | None = None,
+        cot_max_new_tokens: int | None = None,
+        **backend_kwargs: Any,
+    ) -> GenRM:
+        """A verifier behind ``vllm serve`` (scores and rationales over HTTP, by
+        :class:`~genclf_harness.backends.served.ServedBackend`; ``backend_kwargs`` go to it). A
+        LoRA verifier is served as ``vllm serve <base> --enable-lora --lora-modules
+        verifier=<adapter folder>`` and named ``model="verifier"``; ``trained=<adapter folder>``
+        reads how it scores (directly or after a rationale) from its training record, as
+        :meth:`from_pretrained` does; ``cot=`` and the rest override."""
+        from genclf_harness.backends.served import ServedBackend
+
+        settings = trained_verification(trained) if trained is not None else {}
+        for key, value in (("cot", cot), ("cot_temperature", cot_temperature), ("cot_max_new_tokens", cot_max_new_tokens)):
+            if value is not None:
+                settings[key] = value
+        backend = ServedBackend(base_url, model, **backend_kwargs)
+        return cls(backend, tokenizer=backend.tokenizer, generator=backend, format=format, chat=chat, **settings)
+
     # -- direct verification -------------------------------------------------------------------
 
     def prompts(self, questions: Sequence[str], solutions: Sequence[str]) -> list[LabelPrompt]:
