@@ -33,8 +33,9 @@ import numpy as np
 import torch
 
 from genclf_harness.backends.nli import DEFAULT_HYPOTHESIS_TEMPLATE, HypothesisTemplateError, check_hypothesis_template
-from genclf_harness.training.atp import EncoderDataConfig, EncoderEvalConfig, EncoderModelConfig, label_figures
+from genclf_harness.training.atp import before_after_line, label_figures
 from genclf_harness.training.config import to_dict
+from genclf_harness.training.encoder_config import EncoderDataConfig, EncoderEvalConfig, EncoderModelConfig
 from genclf_harness.training.recipe_cli import add_resume_argument, load_recipe_config
 from genclf_harness.training.trainer_config import TrainerSection
 
@@ -187,11 +188,7 @@ def run(args: argparse.Namespace) -> int:
     config = load_recipe_config(NLIRecipeConfig, args)  # every error before a model loads
     if config is None:
         return 2
-    result = train_nli(config, config_path=args.config)
-    before, after = result["figures"].get("before", {}), result["figures"]["after"]
-    print(f"nli: acc {before.get('acc', float('nan')):.3f} -> {after.get('acc', float('nan')):.3f}, acc_prior "
-          f"{before.get('acc_prior', float('nan')):.3f} -> {after.get('acc_prior', float('nan')):.3f}; "
-          f"saved to {result['output_dir']}")
+    print(before_after_line("nli", train_nli(config, config_path=args.config)))
     return 0
 
 
