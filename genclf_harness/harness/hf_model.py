@@ -57,7 +57,7 @@ from genclf_harness.backends.generation_alignment import (
 from genclf_harness.backends.protocol import ContinuationScore
 from genclf_harness.backends.scorer import DEFAULT_MAX_BATCH_TOKENS, HFScorer
 from genclf_harness.backends.token_alignment import VocabularyTrie
-from genclf_harness.harness.label_requests import SeamRecord, score_requests
+from genclf_harness.harness.label_requests import SeamRecord, request_task_name, score_requests
 
 logger = logging.getLogger(__name__)
 
@@ -153,7 +153,7 @@ class GenclfHFLM(HFLM):
             out = []
             for index, (text, request) in enumerate(zip(texts, requests, strict=True)):
                 backoff = self._backoffs[request.args[0]]
-                task = request.metadata[0] if request.metadata and request.metadata[0] else "?"
+                task = request_task_name(request)
                 self.generation_record.add(str(task), backoff)
                 out.append(strip_backoff(text, backoff, where=f"{task} request {index} (doc {request.doc_id})"))
             return out

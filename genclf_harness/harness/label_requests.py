@@ -62,6 +62,15 @@ def score_requests(
     return results  # type: ignore[return-value]
 
 
+def request_task_name(request: Any) -> str:
+    """The task an lm-eval request belongs to: its ``task_name`` field (both 0.4.13 and v0.5 set it),
+    else the first entry of a 0.4.13 ``metadata`` tuple (v0.5's ``metadata`` is a dict); ``"?"`` if none."""
+    name = getattr(request, "task_name", None)
+    if not name and isinstance(getattr(request, "metadata", None), tuple) and request.metadata:
+        name = request.metadata[0]
+    return str(name) if name else "?"
+
+
 def new_instance(request_type: str, doc: dict[str, Any], arguments: tuple[Any, ...], idx: int, *, task_name: str,
                  doc_id: int, repeats: int = 1) -> Any:
     """An lm-eval ``Instance`` built by keyword only, for any lm-eval from 0.4.13 to v0.5: 0.4.13

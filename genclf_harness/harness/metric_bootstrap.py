@@ -18,7 +18,6 @@ from typing import Any
 import numpy as np
 
 from genclf_harness import calibration as cal
-from genclf_harness.harness import metrics as m
 
 logger = logging.getLogger(__name__)
 
@@ -33,13 +32,16 @@ standard error."""
 PAIRED_LEVEL = 0.95
 
 
-def bootstrap_stderr(name: str, items: Sequence[m.ScoreItem], iters: int) -> float:
+def bootstrap_stderr(name: str, items: Sequence[Any], iters: int) -> float:
     """Standard error of the metric ``name`` over the items: documents resampled with replacement,
     the calibration refitted in each resample (inductive rows resampled too); seeded.
 
     Documents are put in ``doc_id`` order first, so the value does not depend on the order in which
-    lm-eval gathered them (one process or several ranks give the same error bar)."""
+    lm-eval gathered them (one process or several ranks give the same error bar). ``items`` are
+    `genclf_harness.harness.metrics.ScoreItem`s; that module imports this one at its end, so this one
+    reads it at call time (no import circle)."""
     from genclf_harness.harness import conformal_metrics
+    from genclf_harness.harness import metrics as m
 
     if conformal_metrics.split_set_metric_name(name) is not None:
         return conformal_metrics.bootstrap_stderr(name, items, iters)
@@ -70,6 +72,8 @@ def bootstrap_stderr(name: str, items: Sequence[m.ScoreItem], iters: int) -> flo
 def _resampled(metric: str, scores: np.ndarray, gold: np.ndarray, resamples: np.ndarray) -> np.ndarray:
     """The raw metric on every resample: all at once where the calibration layer vectorises it,
     else one resample at a time (HELM's sorted-confidence metrics)."""
+    from genclf_harness.harness import metrics as m
+
     if metric in cal.RESAMPLED_METRICS:
         return cal.resampled_metric(metric, scores, gold, resamples)
     compute = m.metric_function(metric)
@@ -95,9 +99,11 @@ def install_stderr_hook() -> None:
     genclf_max_iters)`` resamples (``bootstrap_iters=0``: none). A failed bootstrap leaves ``N/A``
     with a logged reason. Groups then pool these like any stderr.
     """
-    import lm_eval.evaluator_utils as evaluator_utils
-
-    original = evaluator_utils.stderr_for_metric
+    holder = _stderr_holder()
+    if holder is None:
+        logger.warning("this lm-eval has no stderr_for_metric: genclf metrics report no bootstrap stderr")
+        return
+    original = holder.stderr_for_metric
     if getattr(original, "_genclf", False):
         return
 
@@ -119,4 +125,19 @@ def install_stderr_hook() -> None:
         return stderr
 
     stderr_for_metric._genclf = True  # type: ignore[attr-defined]
-    evaluator_utils.stderr_for_metric = stderr_for_metric
+    holder.stderr_for_metric = stderr_for_metric
+
+
+def _stderr_holder() -> Any:
+    """The module lm-eval looks ``stderr_for_metric`` up in: ``evaluator_utils`` (0.4.x), or
+    ``lm_eval.api.metrics`` (the v0.5 refactor, whose scorers import it from there at call time)."""
+    import importlib
+
+    for name in ("lm_eval.evaluator_utils", "lm_eval.api.metrics"):
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        if callable(getattr(module, "stderr_for_metric", None)):
+            return module
+    return None
