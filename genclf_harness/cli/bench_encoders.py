@@ -46,6 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="which runs (comma-separated)")
     parser.add_argument("--work-dir", default="runs/bench_encoders", help="ATP models and results go here")
     parser.add_argument("--batch-size", default="32")
+    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
+                        help="the decoder's dtype (default float32: CPUs without AVX-512 BF16 run bfloat16 far slower)")
     parser.add_argument("--output", default=None, help="write the rows here as JSON")
 
 
@@ -77,11 +79,11 @@ def run(args: argparse.Namespace) -> int:
                 continue
             extra: dict[str, Any] = {}
             if name == "decoder":
-                model, model_args = "genclf-hf", "pretrained=default,dtype=bfloat16"
+                model, model_args = "genclf-hf", f"pretrained=default,dtype={args.dtype}"
             elif name == "decoder+sft":
-                model, model_args = "genclf-hf", f"pretrained=default,dtype=bfloat16,peft={adapters[dataset]}"
+                model, model_args = "genclf-hf", f"pretrained=default,dtype={args.dtype},peft={adapters[dataset]}"
             elif name == "decoder-as-nli":
-                model, model_args = "genclf-nli", "pretrained=default,judge=causal,dtype=bfloat16"
+                model, model_args = "genclf-nli", f"pretrained=default,judge=causal,dtype={args.dtype}"
             else:
                 folder, extra = _atp(dataset, config, args.atp_set, work)
                 model, model_args = "genclf-mlm", f"pretrained={folder}"
