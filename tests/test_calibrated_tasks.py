@@ -168,12 +168,25 @@ def _shares(stderr: str) -> dict[int, int]:
     return {int(rank): int(count) for rank, count in re.findall(r"genclf-hf rank (\d)/2 scored (\d+) documents", stderr)}
 
 
+CONFORMAL_STDERR = re.compile(r"^(coverage|set_size|singleton|empty)_(lac|aps|raps)(_\w+)?_stderr,")
+
+
 def _same_metrics(one: dict, two: dict) -> None:
-    """Every float of one run's task results in the other's (NaN where NaN), to 1e-6."""
+    """Every float of one run's task results in the other's (NaN where NaN), to 1e-6.
+
+    Except the bootstrap stderr of a conformal set metric, which only has to be a finite positive
+    number in both: set membership is a step function of the scores (a label is in when its
+    nonconformity is at most the threshold), fp32 scores of the same document differ by up to 1e-5
+    between batch compositions (one process against two ranks), and on a dozen documents a resample
+    whose threshold falls between two nearly equal scores flips a membership (seen on CB, whose APS
+    scores crowd at 0.9943 within 1e-7: set_size_aps_stderr 0.245 against 0.181). The set metrics
+    themselves, and every continuous metric's stderr, agree to 1e-6."""
     for key, value in one.items():
         if isinstance(value, float):
             if math.isnan(value):
                 assert math.isnan(two[key]), key
+            elif CONFORMAL_STDERR.match(key):
+                assert math.isfinite(two[key]) and (two[key] > 0) == (value > 0), key
             else:
                 assert two[key] == pytest.approx(value, abs=1e-6), key
 

@@ -132,6 +132,10 @@ def label_scores(
     ranked = np.take_along_axis(probs, order, axis=1)
     if u is None:
         ranked_scores = np.cumsum(ranked, axis=1)
+        # The whole mass is 1 exactly: a float sum one ulp above or below would make the last label's
+        # membership (and a threshold at 1) depend on rounding, e.g. on which process scored the rows.
+        ranked_scores[:, -1] = 1.0
+        np.minimum(ranked_scores, 1.0, out=ranked_scores)
     else:
         draws = np.asarray(u, dtype=np.float64)
         if draws.shape != (probs.shape[0],):
