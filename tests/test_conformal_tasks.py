@@ -152,7 +152,7 @@ def test_real_scores_cover_at_the_promised_rate(tmp_path, default_model_dir) -> 
         out = tmp_path / f"alpha{alpha}"
         assert genclf_eval(["--model", "genclf-hf", "--model_args", "pretrained=default,dtype=float32",
                             "--tasks", "genclf_agnews", "--limit", "400", "--batch_size", "16", "--output_path",
-                            str(out), "--bootstrap_iters", "0", "--metadata",
+                            str(out), "--metadata",
                             json.dumps({"inductive_docs": 200, "conformal_alpha": alpha})]) == 0
         results = json.loads(next(out.rglob("results_*.json")).read_text())
         task = results["results"]["genclf_agnews"]
