@@ -68,12 +68,19 @@ def stock_loglikelihoods(stock, prompts: list[LabelPrompt]) -> list[list[tuple[f
     return [[next(flat) for _ in prompt.continuations] for prompt in prompts]
 
 
+RELATIVE_TOLERANCE = 1e-5
+"""Also allowed: this share of the label's own log-likelihood (float32 sums over its tokens)."""
+
+
 def assert_matches(scored, reference, tolerance: float = TOLERANCE) -> float:
     worst = 0.0
     for document, (prompt_scores, expected) in enumerate(zip(scored, reference, strict=True)):
         for label, (got, (logprob, is_greedy)) in enumerate(zip(prompt_scores.continuations, expected, strict=True)):
             worst = max(worst, abs(got.logprob - logprob))
-            assert got.logprob == pytest.approx(logprob, abs=tolerance), f"document {document} label {label}"
+            # fp32 error grows with the summed log-probability: 1.5e-4 on a 44-nat label was seen on an
+            # AVX2-only CPU (other kernels than the machine the absolute bound was set on).
+            assert got.logprob == pytest.approx(logprob, abs=tolerance, rel=RELATIVE_TOLERANCE), \
+                f"document {document} label {label}"
             assert got.is_greedy == is_greedy, f"document {document} label {label}"
             assert got.logprob == pytest.approx(math.fsum(got.token_logprobs), abs=1e-9)
     return worst
