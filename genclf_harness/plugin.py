@@ -40,6 +40,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from genclf_harness.logs import CurrentStderrHandler
+
 logger = logging.getLogger("genclf_harness")
 
 _installed = False
@@ -295,28 +297,13 @@ def check_ranks_agree(task_dict: Any) -> None:
                              "data root and include path); nothing was scored")
 
 
-class _StderrHandler(logging.StreamHandler):
-    """Writes to whatever ``sys.stderr`` is at the time (a test's capture, a redirected stream),
-    not to the stream that was current when the handler was made."""
-
-    @property  # type: ignore[override]
-    def stream(self):  # noqa: ANN201
-        import sys
-
-        return sys.stderr
-
-    @stream.setter
-    def stream(self, _value) -> None:  # noqa: ANN001
-        pass
-
-
 def show_package_logs() -> None:
     """Print this package's log records (truncated prompts, left-out metrics ...) as lm-eval prints
     its own: lm-eval's ``setup_logging`` gives only the ``lm_eval`` logger a handler."""
     package_logger = logging.getLogger("genclf_harness")
     if package_logger.handlers or logging.getLogger().handlers:
         return  # configured already, here or at the root (records propagate there)
-    handler = _StderrHandler()
+    handler = CurrentStderrHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-8s [%(name)s:%(lineno)d] %(message)s",
                                            datefmt="%Y-%m-%d:%H:%M:%S"))
     package_logger.addHandler(handler)

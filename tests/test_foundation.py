@@ -162,3 +162,28 @@ def test_two_first_runs_at_once_leave_one_complete_model(tmp_path: Path) -> None
     models = tmp_path / "models"
     assert [p.name for p in models.iterdir()] == [Path(outs[0]).name], "a temporary folder was left behind"
     assert (Path(outs[0]) / "model.safetensors").is_file() and (Path(outs[0]) / "genclf_model.json").is_file()
+
+
+def test_the_package_log_handler_follows_stderr_past_a_closed_capture(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A handler made while a test's capture was sys.stderr must not write to it once it is closed
+    (CI printed '--- Logging error --- I/O operation on closed file' from such a handler)."""
+    import io
+    import logging
+
+    from genclf_harness.logs import CurrentStderrHandler
+
+    first = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", first)
+    handler = CurrentStderrHandler()
+    first.close()
+    later = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", later)
+    log = logging.getLogger("genclf_harness.test_handler")
+    log.addHandler(handler)
+    log.propagate = False
+    try:
+        log.warning("seam crossed")
+    finally:
+        log.removeHandler(handler)
+        log.propagate = True
+    assert later.getvalue() == "seam crossed\n"

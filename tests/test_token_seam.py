@@ -127,7 +127,9 @@ def test_aligned_scores_equal_a_brute_force_computation(model, tokenizer, prompt
     expected = brute_force(model, tokenizer, prompt)
     for got, want, text in zip(scored.continuations, expected, prompt.continuations, strict=True):
         assert got.text == text
-        assert got.logprob == pytest.approx(want, abs=1e-5)
+        # fp32 sums over another batch shape: 1.35e-5 apart on a 12-nat label on an AVX2-only CPU in CI.
+        # Skipping the renormalisation over the consistent tokens would move it by log(their mass).
+        assert got.logprob == pytest.approx(want, abs=1e-4, rel=1e-5)
         assert got.logprob == pytest.approx(math.fsum(got.token_logprobs), abs=1e-9)
     # The aligned first step is a distribution over the consistent tokens: it cannot exceed 1.
     assert all(c.token_logprobs[0] <= 1e-9 for c in scored.continuations)

@@ -17,12 +17,13 @@ import json
 import logging
 import os
 import platform
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback
+
+from genclf_harness.logs import CurrentStderrHandler
 
 RECORD_FILE = "genclf_train.json"
 LOG_FILE = "log.jsonl"
@@ -91,7 +92,7 @@ def setup_logging(output_dir: str | os.PathLike[str] | None = None) -> None:
     root.setLevel(logging.INFO)
     formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
     if not any(getattr(h, "_genclf", False) for h in root.handlers):
-        stream = logging.StreamHandler(sys.stderr)
+        stream = CurrentStderrHandler()  # a stream bound now may be closed (a capture) by the next record
         stream.setFormatter(formatter)
         stream._genclf = True  # type: ignore[attr-defined]
         root.addHandler(stream)
