@@ -203,3 +203,21 @@ def test_bench_shift_subsamples_to_the_prior_and_keeps_the_anchor():
     assert calibration.accuracy(oracle, np.array([item.gold for item in kept])) >= \
         calibration.accuracy(calibration.normalize(np.array([item.lls for item in kept])), np.array([item.gold for item in kept]))
     metrics.FITTED.clear()
+
+
+def test_bench_inductive_docs_reach_the_tasks(default_model_dir: Path) -> None:
+    """genclf-bench calibration/conformal/channel pass --inductive-docs as task metadata; lm-eval
+    0.4.13 drops simple_evaluate's metadata when a task manager is given, so the benches ran on the
+    task default (100) whatever was asked, until run_tasks gave the manager the metadata itself."""
+    import argparse
+
+    from genclf_harness.cli.bench_calibration import score_tasks
+    from genclf_harness.harness import metrics
+
+    args = argparse.Namespace(model="genclf-hf", model_args="pretrained=default,dtype=float32", tasks="genclf_sst2",
+                              num_fewshot=0, limit=2, batch_size="8", device="cpu", apply_chat_template=False,
+                              metadata={"inductive_docs": 7})
+    items = score_tasks(args)["genclf_sst2"]
+    anchors = [item.anchor for item in items if item.anchor]
+    assert len(items) == 2 and len(anchors) == 1
+    assert len(anchors[0][metrics.INDUCTIVE_SECTION]) == 7 and len(anchors[0][metrics.INDUCTIVE_LABELS]) == 7

@@ -80,6 +80,7 @@ def run_tasks(args: argparse.Namespace) -> dict[str, Any]:
 
     register()
     model_args = resolve_model_args(args.model_args)
+    metadata = task_metadata(model_args, getattr(args, "metadata", None))
     return lm_eval.simple_evaluate(
         model=args.model,
         model_args=model_args,
@@ -90,10 +91,21 @@ def run_tasks(args: argparse.Namespace) -> dict[str, Any]:
         device=args.device or default_device(),
         log_samples=True,
         apply_chat_template=args.apply_chat_template,
-        task_manager=TaskManager(include_path=[str(tasks_dir()), *local_include_path(args.tasks.split(","))]),
+        task_manager=TaskManager(include_path=[str(tasks_dir()), *local_include_path(args.tasks.split(","))],
+                                 metadata=metadata),
         bootstrap_iters=0,
-        metadata=getattr(args, "metadata", None),
+        metadata=metadata,
     )
+
+
+def task_metadata(model_args: str | dict[str, Any], metadata: dict[str, Any] | None) -> dict[str, Any]:
+    """What lm-eval's ``simple_evaluate`` gives every task as metadata when it builds the task manager
+    itself: the model arguments, then ``--metadata`` over them. It drops ``metadata`` when a manager is
+    passed in (0.4.13), so ours must carry it, or ``--inductive-docs`` would never reach the tasks."""
+    from lm_eval.utils import simple_parse_args_string
+
+    parsed = simple_parse_args_string(model_args) if isinstance(model_args, str) else dict(model_args or {})
+    return parsed | (metadata or {})
 
 
 def evaluate_methods(items: list[Any]) -> list[dict[str, Any]]:

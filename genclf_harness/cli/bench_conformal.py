@@ -34,7 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scores", default="lac,aps,raps", help="comma-separated conformal scores")
     parser.add_argument("--calibration", choices=("train", "cross_fit"), default="train",
                         help="calibration documents: the training split's (default) or a cross-fit of the evaluated")
-    parser.add_argument("--inductive-docs", type=int, default=200, help="training documents scored per task")
+    parser.add_argument("--inductive-docs", type=int, default=100,
+                        help="training documents scored per task, the calibration set (default 100, the task default)")
     parser.add_argument("--output", default=None, help="write the rows here as JSON")
 
 

@@ -8,8 +8,8 @@ split. ``full`` is the whole training split (one repeat: every repeat would draw
 
 Each fit's (N, K) test log-posteriors go through `genclf_harness.calibration`: accuracy, macro-F1,
 ECE (15 equal-width bins), NLL, accuracy after prior matching (``fit("prior", ...)``: transductive,
-no labels) and, where `genclf_harness.calibration.conformal` exists, split-conformal LAC sets at
-``alpha = 0.1`` cross-fitted on the test rows (coverage and mean set size).
+no labels) and split-conformal LAC sets (`genclf_harness.calibration.conformal`) at ``alpha = 0.1``
+cross-fitted on the test rows (coverage and mean set size; left out below 22 test rows).
 """
 
 from __future__ import annotations
@@ -84,6 +84,7 @@ def draw_subset(labels: np.ndarray, size: int, num_classes: int, rng: np.random.
 def probe_metrics(log_posteriors: np.ndarray, labels: np.ndarray, *, seed: int = 0) -> dict[str, float | None]:
     """genclf's metrics of (N, K) log-posteriors (module doc)."""
     from genclf_harness import calibration as cal
+    from genclf_harness.calibration import conformal
 
     prior = cal.fit("prior", log_posteriors).apply(log_posteriors)
     figures: dict[str, float | None] = {
@@ -92,10 +93,6 @@ def probe_metrics(log_posteriors: np.ndarray, labels: np.ndarray, *, seed: int =
         "nll": cal.negative_log_likelihood(log_posteriors, labels), "acc_prior": cal.accuracy(prior, labels),
         "coverage": None, "mean_set_size": None,
     }
-    try:
-        from genclf_harness.calibration import conformal
-    except ImportError:  # the conformal module is optional here
-        return figures
     if labels.shape[0] >= 2 * (int(np.ceil(1 / CONFORMAL_ALPHA)) + 1):
         sets = conformal.cross_fit_sets(log_posteriors, labels, score="lac", alpha=CONFORMAL_ALPHA, seed=seed)
         summary = conformal.set_metrics(sets.sets, labels)
