@@ -211,6 +211,7 @@ def test_bench_inductive_docs_reach_the_tasks(default_model_dir: Path) -> None:
     task default (100) whatever was asked, until run_tasks gave the manager the metadata itself."""
     import argparse
 
+    import genclf_harness.plugin  # noqa: F401  the manifest hook folds the logged samples, as after any genclf-eval run
     from genclf_harness.cli.bench_calibration import score_tasks
     from genclf_harness.harness import metrics
 
@@ -221,3 +222,25 @@ def test_bench_inductive_docs_reach_the_tasks(default_model_dir: Path) -> None:
     anchors = [item.anchor for item in items if item.anchor]
     assert len(items) == 2 and len(anchors) == 1
     assert len(anchors[0][metrics.INDUCTIVE_SECTION]) == 7 and len(anchors[0][metrics.INDUCTIVE_LABELS]) == 7
+
+
+def test_logged_samples_give_their_items_back_folded_or_not() -> None:
+    """The benches read a run's ScoreItems from its logged samples; once the plugin's manifest hook is
+    installed (any genclf-eval run in the process) lm-eval's samples carry them folded into a
+    ``genclf`` field instead (CI failed on that: the bench found no ScoreItem)."""
+    import copy
+
+    from genclf_harness.harness import metrics
+
+    scores, gold = _shifted(12, [0.5, 0.25, 0.25], seed=3)
+    anchor = {"task": "t", metrics.INDUCTIVE_SECTION: scores[:4].tolist(), metrics.INDUCTIVE_LABELS: [0, 1, 2, 0]}
+    items = [metrics.make_item(f"doc-{i}", int(g), row, anchor if i == 0 else None)
+             for i, (g, row) in enumerate(zip(gold, scores))]
+    raw = [{"doc_id": i, "doc": {"id": item.doc_id}, "acc": item, "f1_macro": item} for i, item in enumerate(items)]
+    folded = copy.deepcopy(raw)
+    metrics.annotate_samples(folded)
+    assert not any(isinstance(v, metrics.ScoreItem) for sample in folded for v in sample.values())
+    assert metrics.sample_items(raw) == items
+    assert metrics.sample_items(folded) == items
+    with pytest.raises(ValueError, match="sample #1 .*no genclf label scores"):
+        metrics.sample_items([raw[0], {"doc_id": 5, "doc": {}, "acc": 1.0}])

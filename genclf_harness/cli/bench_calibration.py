@@ -58,13 +58,10 @@ def default_device() -> str:
 
 def score_tasks(args: argparse.Namespace) -> dict[str, list[Any]]:
     """task -> its documents' ScoreItems, from one lm-eval run with logged samples."""
-    from genclf_harness.harness.metrics import ScoreItem
+    from genclf_harness.harness.metrics import sample_items
 
     results = run_tasks(args)
-    items = {}
-    for task, samples in results["samples"].items():
-        items[task] = [next(v for v in s.values() if isinstance(v, ScoreItem)) for s in samples]
-    return items
+    return {task: sample_items(samples) for task, samples in results["samples"].items()}
 
 
 def run_tasks(args: argparse.Namespace) -> dict[str, Any]:

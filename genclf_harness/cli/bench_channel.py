@@ -61,7 +61,7 @@ def _requests(sample: dict[str, Any], choices: int) -> list[tuple[str, str]]:
 def measure(args: argparse.Namespace, dataset: str, direction: str, tokenizer: Any) -> list[dict[str, Any]]:
     from genclf_harness import calibration as cal
     from genclf_harness.cli.bench_calibration import run_tasks
-    from genclf_harness.harness.metrics import ScoreItem, calibrated_logprobs
+    from genclf_harness.harness.metrics import calibrated_logprobs, sample_items
 
     task = f"genclf_{dataset}" + ("_channel" if direction == "channel" else "")
     started = time.perf_counter()
@@ -70,7 +70,7 @@ def measure(args: argparse.Namespace, dataset: str, direction: str, tokenizer: A
                                               "metadata": {"inductive_docs": args.inductive_docs}}))
     seconds = time.perf_counter() - started
     samples = results["samples"][task]
-    items = [next(v for v in s.values() if isinstance(v, ScoreItem)) for s in samples]
+    items = sample_items(samples)
     counts = [request_tokens(tokenizer, _requests(s, len(item.lls))) for s, item in zip(samples, items, strict=True)]
     rows = []
     for method in METHODS:

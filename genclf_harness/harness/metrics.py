@@ -131,6 +131,26 @@ def make_item(doc_id: Any, gold: int, lls: Sequence[float], anchor: dict[str, An
     return ScoreItem(doc_id, gold, values, anchor)
 
 
+def sample_items(samples: Sequence[dict[str, Any]]) -> list[ScoreItem]:
+    """The ScoreItems of a genclf task's logged samples (``simple_evaluate(log_samples=True)``),
+    whether lm-eval left them as they are or genclf's manifest hook has already folded them into each
+    sample's ``genclf`` field (:func:`annotate_samples`: it does once the plugin is installed in the
+    process, e.g. after a ``genclf-eval`` run)."""
+    items = []
+    for index, sample in enumerate(samples):
+        item = next((v for v in sample.values() if isinstance(v, ScoreItem)), None)
+        folded = sample.get("genclf")
+        if item is None and isinstance(folded, dict) and "label_loglikelihoods" in folded:
+            doc = sample.get("doc")
+            item = make_item(doc.get("id") if isinstance(doc, dict) else None, int(folded["gold"]),
+                             folded["label_loglikelihoods"], folded.get("anchor_scores"))
+        if item is None:
+            raise ValueError(f"logged sample #{index} (doc_id {sample.get('doc_id')!r}) has no genclf label scores: "
+                             "not a genclf classification task")
+        items.append(item)
+    return items
+
+
 def metric_function(metric: str) -> Callable[[np.ndarray, np.ndarray], float]:
     """``metric`` (``acc``, ``macro_f1`` ...) of (log-probabilities, gold labels)."""
     return _METRICS[metric]
