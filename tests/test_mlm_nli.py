@@ -545,3 +545,20 @@ def test_nli_recipe_runs_saves_and_reloads(tmp_path: Path, tok) -> None:
     assert (scorer.entailment_id, scorer.contradiction_id) == (0, -1)
     assert nli.run(_recipe_args("nli", config, *common, "data.hypothesis_template=no slot")) == 2
     assert nli.run(_recipe_args("nli", config, *common, "data.strategy=num")) == 2
+
+
+def test_bench_encoders_gives_genclf_eval_arguments_it_accepts(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Every run of the benchmark is a genclf-eval command line; lm-eval's own parser must take it
+    (it once passed --bootstrap_iters, which 0.4.13's command line refuses, so no run could start)."""
+    import sys
+
+    from lm_eval._cli import HarnessCLI
+
+    from genclf_harness.cli.bench_encoders import eval_arguments
+
+    for limit in (0, 50):
+        arguments = eval_arguments("genclf-mlm", "pretrained=runs/x", "genclf_agnews_num", "32", limit, tmp_path)
+        monkeypatch.setattr(sys, "argv", ["genclf-eval", *arguments])
+        parsed = HarnessCLI().parse_args()
+        assert parsed.model == "genclf-mlm" and "genclf_agnews_num" in str(parsed.tasks)
+        assert (parsed.limit or 0) == limit

@@ -140,11 +140,17 @@ def _atp(dataset: str, strategy: str, config: Path, overrides: list[str], work: 
                     "atp_validation": figures}
 
 
+def eval_arguments(model: str, model_args: str, task: str, batch_size: str, limit: int, out: Path) -> list[str]:
+    """``genclf-eval``'s arguments for one run (no ``--bootstrap_iters``: lm-eval 0.4.13's command line
+    has no such flag and stops on it)."""
+    arguments = ["--model", model, "--model_args", model_args, "--tasks", task, "--batch_size", str(batch_size),
+                 "--output_path", str(out)]
+    return arguments + (["--limit", str(limit)] if limit else [])
+
+
 def _evaluate(model: str, model_args: str, task: str, batch_size: str, limit: int, out: Path) -> dict[str, Any]:
-    command = [sys.executable, "-m", "genclf_harness.cli.eval", "--model", model, "--model_args", model_args,
-               "--tasks", task, "--batch_size", str(batch_size), "--output_path", str(out), "--bootstrap_iters", "0"]
-    if limit:
-        command += ["--limit", str(limit)]
+    command = [sys.executable, "-m", "genclf_harness.cli.eval",
+               *eval_arguments(model, model_args, task, batch_size, limit, out)]
     started = time.perf_counter()
     done = subprocess.run(command, text=True, capture_output=True, env={**os.environ})
     wall = time.perf_counter() - started
