@@ -562,3 +562,16 @@ def test_bench_encoders_gives_genclf_eval_arguments_it_accepts(monkeypatch: pyte
         parsed = HarnessCLI().parse_args()
         assert parsed.model == "genclf-mlm" and "genclf_agnews_num" in str(parsed.tasks)
         assert (parsed.limit or 0) == limit
+
+
+def test_a_cuda_device_on_a_machine_without_cuda_scores_on_the_cpu() -> None:
+    """lm-eval's command line passes device cuda:0 when none is given; genclf-mlm and genclf-nli fell
+    over on it on a CPU machine ("Torch not compiled with CUDA enabled") where genclf-hf ran."""
+    import torch
+
+    from genclf_harness.harness.mlm_model import default_device
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    assert default_device("cuda:0") == "cpu" and default_device("cuda") == "cpu"
+    assert default_device(None) == "cpu" and default_device("cpu") == "cpu"

@@ -58,8 +58,14 @@ def batch_size_of(value: Any, default: int = AUTO_BATCH_SIZE) -> int:
 
 
 def default_device(device: str | None) -> str:
+    """``device``, or CUDA where there is one, else the CPU. lm-eval's command line passes ``cuda:0``
+    when no ``--device`` is given; as its own HFLM does, a CUDA device on a machine without CUDA
+    falls back to the CPU (logged) instead of failing the run."""
     import torch
 
+    if device and device.startswith("cuda") and not torch.cuda.is_available():
+        logger.warning("device %s: this machine has no CUDA; scoring on the CPU", device)
+        return "cpu"
     return device or ("cuda" if torch.cuda.is_available() else "cpu")
 
 
