@@ -135,7 +135,7 @@ def _atp(dataset: str, strategy: str, config: Path, overrides: list[str], work: 
             raise RuntimeError(f"genclf-train atp for {dataset} failed (exit {done.returncode})")
     trained = json.loads(record.read_text())
     figures = trained.get("figures") or {}
-    return folder, {"atp_train_seconds": trained.get("train_seconds"), "atp_steps": trained.get("train_metrics", {})
+    return folder, {"atp_train_seconds": trained.get("seconds"), "atp_steps": trained.get("train_metrics", {})
                     .get("global_step", trained.get("config", {}).get("train", {}).get("max_steps")),
                     "atp_validation": figures}
 
